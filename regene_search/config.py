@@ -1,0 +1,150 @@
+"""Typed, frozen configuration: trial hyperparameters, the probe, score weights and budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .models import DecoderConfig, EncoderConfig
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Hyperparameters of one classifier trial. Every field may be searched (see search_spaces/)."""
+
+    blocks: int = 3
+    convs_per_block: int = 1
+    base_width: int = 32
+    latent_dim: int = 256
+    latent_activation: str = "relu"
+    dropout: float = 0.0
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    batch_size: int = 128
+    epochs: int = 2
+    augment: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        """Build from a (possibly partial) dict, casting each value to the field's type."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown trial hyperparameter(s): {', '.join(unknown)}")
+        cast = {name: _CASTS[known[name].type](value) for name, value in values.items()}
+        return cls(**cast)
+
+    def encoder(self, *, image_size: int, channels: int, num_classes: int) -> EncoderConfig:
+        return EncoderConfig(
+            image_size=image_size,
+            channels=channels,
+            num_classes=num_classes,
+            blocks=self.blocks,
+            convs_per_block=self.convs_per_block,
+            base_width=self.base_width,
+            latent_dim=self.latent_dim,
+            latent_activation=self.latent_activation,
+            dropout=self.dropout,
+        )
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": _to_bool}
+
+TRIAL_FIELD_TYPES: dict[str, str] = {f.name: f.type for f in dataclasses.fields(TrialConfig)}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The decoder probe behind `decoder_mae`. Identical for every trial of a run, so MAE compares.
+
+    A decoder of fixed architecture (`DecoderConfig` with `base_width`) is trained for `steps`
+    Adam steps on the frozen latents of a fixed `train_images` subset of the train split, then
+    its mean absolute error (pixels in [0, 1]) is measured on a fixed `val_images` subset of the
+    validation split. Subsets, initial weights and batch order all come from `seed`.
+    """
+
+    train_images: int = 2048
+    val_images: int = 512
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 3e-3
+    base_width: int = 8
+    seed: int = 1234
+
+    def decoder(self, *, image_size: int, channels: int, latent_dim: int) -> DecoderConfig:
+        return DecoderConfig(image_size=image_size, channels=channels, latent_dim=latent_dim, base_width=self.base_width)
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    """Weights of `joint_score = accuracy * w_accuracy - decoder_mae * w_mae - latent_sparsity * w_sparsity`.
+
+    All three objectives lie in [0, 1]; higher joint_score is better.
+    """
+
+    accuracy: float = 1.0
+    mae: float = 2.0
+    sparsity: float = 0.25
+
+    def joint_score(self, *, accuracy: float, decoder_mae: float, latent_sparsity: float) -> float:
+        return self.accuracy * accuracy - self.mae * decoder_mae - self.sparsity * latent_sparsity
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a run may spend: data subset sizes, epochs, trials and the probe budget."""
+
+    name: str
+    train_images: int | None
+    val_images: int | None
+    max_epochs: int
+    trials: int
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    decoder_epochs: int = 5
+    neutral_epochs: int = 3
+
+    def clamp(self, trial: TrialConfig) -> TrialConfig:
+        """Cap a trial's epochs at the budget's maximum."""
+        return dataclasses.replace(trial, epochs=min(trial.epochs, self.max_epochs))
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        name="smoke",
+        train_images=5000,
+        val_images=1000,
+        max_epochs=2,
+        trials=4,
+        probe=ProbeConfig(train_images=1024, val_images=256, steps=60),
+        decoder_epochs=4,
+        neutral_epochs=2,
+    ),
+    "default": Budget(
+        name="default",
+        train_images=20000,
+        val_images=5000,
+        max_epochs=8,
+        trials=24,
+        probe=ProbeConfig(),
+        decoder_epochs=20,
+        neutral_epochs=10,
+    ),
+    "paper": Budget(
+        name="paper",
+        train_images=None,
+        val_images=None,
+        max_epochs=60,
+        trials=128,
+        probe=ProbeConfig(train_images=8192, val_images=2048, steps=600, batch_size=128, base_width=16),
+        decoder_epochs=100,
+        neutral_epochs=60,
+    ),
+}

@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI turns each into one line on stderr and exit code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a name, a file, a value. The message is the whole story."""
+
+
+class DataError(UserError):
+    """A dataset is unknown, missing, or its files are corrupt."""
+
+
+class SpaceError(UserError):
+    """A search-space TOML file is malformed."""
+
+
+class RunDirError(UserError):
+    """A folder is not a run folder, or its files are unreadable."""
