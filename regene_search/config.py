@@ -148,3 +148,52 @@ BUDGETS: dict[str, Budget] = {
         neutral_epochs=60,
     ),
 }
+
+
+STAGES = ("search", "decoder", "generate", "evaluate")
+SCHEDULERS = ("fifo", "asha", "pareto-asha")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run was asked to do, resolved from the CLI; stored in run.json for resume."""
+
+    dataset: str
+    data_dir: str | None
+    budget: str
+    name: str
+    results_root: str
+    space_path: str
+    seed: int = 0
+    trials: int | None = None
+    sampler: str = "tpe"
+    scheduler: str = "fifo"
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    promote: str = "knee"
+    promote_weights: tuple[float, float, float] | None = None
+    promote_top: int = 1
+    val_fraction: float = 0.1
+    stages: tuple[str, ...] = STAGES
+
+    @property
+    def resolved_budget(self) -> Budget:
+        return BUDGETS[self.budget]
+
+    @property
+    def resolved_trials(self) -> int:
+        return self.trials if self.trials is not None else self.resolved_budget.trials
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        for key in ("promote_weights", "stages"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)

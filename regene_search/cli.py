@@ -1,0 +1,203 @@
+"""Command line: parse arguments, call the pipeline or the report, print; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import BUDGETS, SCHEDULERS, STAGES, RunSpec
+from .errors import UserError
+
+DEFAULT_RESULTS = "results"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"regene-search: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    stages = tuple(s.strip() for s in text.split(",") if s.strip())
+    for stage in stages:
+        if stage not in STAGES:
+            raise argparse.ArgumentTypeError(f"unknown stage {stage!r}; choose from {','.join(STAGES)}")
+    if not stages:
+        raise argparse.ArgumentTypeError("no stage given")
+    return stages
+
+
+def _weights(text: str) -> tuple[float, float, float]:
+    parts = [float(p) for p in text.split(",")]
+    if len(parts) != 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError("expects three non-negative weights: accuracy,decoder_mae,latent_sparsity")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .search.tuner import SAMPLERS
+
+    parser = _Parser(prog="regene-search", description="Distributed multi-objective hyperparameter search for ReGene.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="search -> decoder -> generate -> evaluate on a dataset")
+    run.add_argument("dataset", nargs="?", help="mnist, fashion-mnist, cifar10, celeba, shapes or imagefolder:PATH")
+    run.add_argument("--data-dir", help="local copy of the dataset (nothing downloads without it)")
+    run.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="data subset, epochs, trials and probe size")
+    run.add_argument("--trials", type=_positive_int, help="number of trials (default: the budget's)")
+    run.add_argument("--space", help="search-space TOML (default: search_spaces/DATASET.toml)")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+    run.add_argument("--name", help="run name (default: a timestamp)")
+    run.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)")
+    run.add_argument("--cpus-per-trial", type=_non_negative_float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="fractions share a GPU between trials")
+    run.add_argument("--max-concurrent", type=_positive_int, help="trials running at once (default: what the cluster holds)")
+    run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna multi-objective sampler")
+    run.add_argument("--scheduler", choices=SCHEDULERS, default="fifo", help="early stopping of running trials")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
+    run.add_argument("--promote", choices=("knee", "weighted"), default="knee", help="how the Pareto-best encoder is chosen")
+    run.add_argument("--promote-weights", type=_weights, help="weights for --promote weighted: ACC,MAE,SPARSITY")
+    run.add_argument("--promote-top", type=_positive_int, default=1, help="promote the K best encoders")
+    run.add_argument("--stages", type=_stages, default=STAGES, help=f"comma-separated subset of {','.join(STAGES)}")
+    run.add_argument("--resume", help="continue the run in this folder; finished stages are not redone")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
+
+    pareto = commands.add_parser("pareto", help="print the Pareto front of a run")
+    pareto.add_argument("run_dir")
+    pareto.add_argument("--plot", help="write a PNG figure of the front and the hypervolume history")
+    pareto.add_argument("--json", action="store_true", help="print JSON for machines")
+
+    show = commands.add_parser("show", help="summarise every stage of a run and list its figures")
+    show.add_argument("run_dir")
+
+    commands.add_parser("datasets", help="list the datasets with shape, classes and where they are looked for")
+    return parser
+
+
+def _spec_from_args(args: argparse.Namespace) -> RunSpec:
+    from .data import dataset_info
+    from .search.space import default_space_path, load_space
+
+    if args.dataset is None:
+        raise UserError("run needs a DATASET (or --resume RUN_DIR)")
+    dataset_info(args.dataset)
+    space = Path(args.space) if args.space else default_space_path(args.dataset)
+    load_space(space)
+    if args.promote == "weighted" and args.promote_weights is None:
+        raise UserError("--promote weighted needs --promote-weights ACC,MAE,SPARSITY")
+    if args.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
+    return RunSpec(
+        dataset=args.dataset,
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        budget=args.budget,
+        name=args.name or time.strftime("%Y%m%d-%H%M%S"),
+        results_root=str(Path(args.results).resolve()),
+        space_path=str(space.resolve()),
+        seed=args.seed,
+        trials=args.trials,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        promote=args.promote,
+        promote_weights=args.promote_weights,
+        promote_top=args.promote_top,
+        stages=args.stages,
+    )
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from .budget_check import warn_if_slow
+    from .cluster import is_loopback
+    from .pipeline import run_pipeline
+    from .results import RunPaths, read_json
+
+    if args.resume:
+        paths = RunPaths.existing(Path(args.resume))
+        spec = dataclasses.replace(RunSpec.from_json(read_json(paths.run_json)["spec"]), stages=args.stages)
+    else:
+        spec = _spec_from_args(args)
+        paths = RunPaths.create(Path(spec.results_root), spec.dataset, spec.name)
+    if not is_loopback(args.dashboard_host):
+        console.print(
+            f"[bold red]WARNING: the Ray dashboard will listen on {args.dashboard_host}. Anyone who can reach it can "
+            "submit jobs that run code on this machine; keep token auth on and firewall the port.[/bold red]"
+        )
+    warn_if_slow(spec, console)
+    console.print(f"run folder: {paths.dir}")
+    status = run_pipeline(spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console)
+    console.print(f"done: {', '.join(s for s in spec.stages if status.get(s, {}).get('status') == 'done')} -> {paths.dir}")
+    return 0
+
+
+def _pareto(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    front = report.load_front(Path(args.run_dir))
+    if args.json:
+        print(report.front_json(front))
+    else:
+        report.print_front(front, console)
+    if args.plot:
+        report.plot_front(front, Path(args.plot))
+        if not args.json:
+            console.print(f"figure: {args.plot}")
+    return 0
+
+
+def _show(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    report.print_run(Path(args.run_dir), console)
+    return 0
+
+
+def _datasets(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    report.print_datasets(console)
+    return 0
+
+
+COMMANDS = {"run": _run, "pareto": _pareto, "show": _show, "datasets": _datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except UserError as exc:
+        print(f"regene-search: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regene-search: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""What the user reads: rich tables of the front and of a run, the Pareto figure, JSON for machines."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from .errors import RunDirError
+from .results import RunPaths, read_json, read_parquet, write_bytes
+from .search.pareto import OBJECTIVES
+
+_OBJECTIVE_LABELS = {"accuracy": "accuracy ↑", "decoder_mae": "decoder MAE ↓", "latent_sparsity": "sparsity ↓"}
+
+
+@dataclass(frozen=True)
+class Front:
+    run_dir: Path
+    pareto: list[dict[str, Any]]
+    hypervolume: list[dict[str, Any]]
+    trials: dict[str, dict[str, Any]]
+
+    @property
+    def final_hypervolume(self) -> float:
+        return self.hypervolume[-1]["hypervolume"] if self.hypervolume else 0.0
+
+    @property
+    def front(self) -> list[dict[str, Any]]:
+        """Front rows sorted by accuracy (desc), then MAE, then sparsity."""
+        rows = [r for r in self.pareto if r["on_front"]]
+        return sorted(rows, key=lambda r: (-r["accuracy"], r["decoder_mae"], r["latent_sparsity"]))
+
+
+def _require_columns(table: pa.Table, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise RunDirError(f"{path} lacks column(s) {', '.join(missing)}: not a regene-search file")
+
+
+def load_front(run_dir: Path) -> Front:
+    paths = RunPaths.existing(run_dir)
+    if not paths.pareto.exists():
+        raise RunDirError(f"{paths.dir} has no pareto.parquet yet: the search stage has not finished")
+    pareto = read_parquet(paths.pareto)
+    _require_columns(pareto, ["trial_id", *OBJECTIVES, "rank", "crowding", "on_front", "promoted"], paths.pareto)
+    hv = read_parquet(paths.hypervolume)
+    trials = read_parquet(paths.trials)
+    return Front(paths.dir, pareto.to_pylist(), hv.to_pylist(), {r["trial_id"]: r for r in trials.to_pylist()})
+
+
+def _params(trial: dict[str, Any]) -> str:
+    keys = ("blocks", "convs_per_block", "base_width", "latent_dim", "latent_activation")
+    return " ".join(f"{k}={trial.get('param_' + k)}" for k in keys if trial.get("param_" + k) is not None)
+
+
+def print_front(front: Front, console: Console) -> None:
+    table = Table(title=f"Pareto front — {front.run_dir.name}", title_justify="left")
+    table.add_column("", width=1)
+    table.add_column("trial")
+    for name in OBJECTIVES:
+        table.add_column(_OBJECTIVE_LABELS[name], justify="right")
+    table.add_column("joint", justify="right")
+    table.add_column("crowding", justify="right")
+    table.add_column("architecture")
+    for row in front.front:
+        mark = "★" if row["promoted"] else ""
+        crowd = "inf" if math.isinf(row["crowding"]) else f"{row['crowding']:.3f}"
+        table.add_row(
+            mark,
+            row["trial_id"],
+            *(f"{row[n]:.4f}" for n in OBJECTIVES),
+            f"{row['joint_score']:.4f}",
+            crowd,
+            _params(front.trials.get(row["trial_id"], {})),
+            style="bold green" if row["promoted"] else None,
+        )
+    console.print(table)
+    failed = sum(1 for r in front.pareto if r["rank"] < 0)
+    console.print(
+        f"{len(front.front)} on the front of {len(front.pareto)} trials ({failed} failed); ★ = promoted. "
+        f"Hypervolume {front.final_hypervolume:.4f} (reference point (1,1,1) on (1-accuracy, MAE, sparsity))"
+    )
+    history = " ".join(f"{r['hypervolume']:.3f}" for r in front.hypervolume)
+    console.print(f"hypervolume after each completed trial: {history}")
+
+
+def front_json(front: Front) -> str:
+    def clean(value: Any) -> Any:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(
+        {
+            "run_dir": str(front.run_dir),
+            "hypervolume": front.final_hypervolume,
+            "hypervolume_history": [r["hypervolume"] for r in front.hypervolume],
+            "front": [{k: clean(v) for k, v in r.items()} for r in front.front],
+            "promoted": [r["trial_id"] for r in front.pareto if r["promoted"]],
+            "trials": len(front.pareto),
+        },
+        indent=2,
+    )
+
+
+def plot_front(front: Front, path: Path) -> None:
+    """Pairwise scatters of the three objectives (front highlighted, promoted annotated) and HV vs trials."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in front.pareto if r["rank"] >= 0]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, (i, j) in zip(axes, pairs):
+        xi, yj = OBJECTIVES[i], OBJECTIVES[j]
+        rest = [r for r in rows if not r["on_front"]]
+        on = [r for r in rows if r["on_front"]]
+        ax.scatter([r[xi] for r in rest], [r[yj] for r in rest], c="0.7", s=25, label="dominated")
+        ax.scatter([r[xi] for r in on], [r[yj] for r in on], c="tab:red", s=40, label="front")
+        for r in rows:
+            if r["promoted"]:
+                ax.scatter([r[xi]], [r[yj]], marker="*", s=260, c="gold", edgecolors="k", zorder=5, label="promoted")
+                ax.annotate(r["trial_id"], (r[xi], r[yj]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.set_xlabel(_OBJECTIVE_LABELS[xi])
+        ax.set_ylabel(_OBJECTIVE_LABELS[yj])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    hv = front.hypervolume
+    axes[3].plot([r["completed"] for r in hv], [r["hypervolume"] for r in hv], marker="o")
+    axes[3].set_xlabel("completed trials")
+    axes[3].set_ylabel("hypervolume")
+    axes[3].grid(alpha=0.3)
+    fig.suptitle(f"{front.run_dir.name}: {len(front.front)} on front, HV {front.final_hypervolume:.4f}")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes(buffer.getvalue(), path)
+
+
+def print_datasets(console: Console) -> None:
+    from .data import list_datasets
+
+    table = Table(title="datasets")
+    for column in ("name", "shape", "classes", "looks for data in"):
+        table.add_column(column)
+    for info in list_datasets():
+        shape = f"{info.channels}x{info.image_size}x{info.image_size}" if info.image_size else "from the folder"
+        classes = f"{len(info.classes)}: {', '.join(info.classes)}" if info.classes else "from the folder"
+        table.add_row(info.name, shape, classes, info.looks_for)
+    console.print(table)
+
+
+def print_run(run_dir: Path, console: Console) -> None:
+    """Every stage's status and summary, the run's files and its figures."""
+    paths = RunPaths.existing(run_dir)
+    record = read_json(paths.run_json)
+    spec = record.get("spec", {})
+    console.print(f"[bold]{paths.dir}[/bold]: {spec.get('dataset')} / budget {spec.get('budget')} / seed {record.get('seed')}")
+    stages = read_json(paths.stages_json) if paths.stages_json.exists() else {}
+    table = Table(title="stages")
+    for column in ("stage", "status", "seconds", "summary"):
+        table.add_column(column)
+    for stage in spec.get("stages", []):
+        info = stages.get(stage, {})
+        summary = ", ".join(f"{k}={_short(v)}" for k, v in (info.get("summary") or {}).items())
+        seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""
+        table.add_row(stage, info.get("status", "not started"), seconds, summary)
+    console.print(table)
+    for parquet in sorted(paths.dir.glob("*.parquet")):
+        rows = read_parquet(parquet).num_rows
+        console.print(f"  {parquet.name}: {rows} rows")
+    figures = sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*.png"))
+    console.print("figures: " + (", ".join(map(str, figures)) if figures else "none yet"))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"[{len(value)} items]"
+    return str(value)

@@ -1,0 +1,37 @@
+"""`--scheduler`: which Tune scheduler decides when to stop a running trial."""
+
+from __future__ import annotations
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from ..config import SCHEDULERS, RunSpec
+
+
+class RecordingASHA(ASHAScheduler):
+    """ASHA on `joint_score` that records, per trial, the rung where it stopped and why."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stop_reasons: dict[str, str] = {}
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and result.get("epoch", 0) < result.get("planned_epochs", 0):
+            self.stop_reasons[trial.trial_id] = (
+                f"asha: stopped at epoch {result['epoch']}: joint_score {result['joint_score']:.4f} below the rung cutoff"
+            )
+        return decision
+
+
+def make_scheduler(spec: RunSpec) -> TrialScheduler | None:
+    """FIFO (None), ASHA on joint_score, or pareto-asha on all three objectives; all rung on `epoch`."""
+    max_epochs = spec.resolved_budget.max_epochs
+    if spec.scheduler == "fifo":
+        return FIFOScheduler()
+    if spec.scheduler == "asha":
+        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=max_epochs, grace_period=1, reduction_factor=2)
+    if spec.scheduler == "pareto-asha":
+        from .pareto_asha import ParetoASHA
+
+        return ParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
+    raise ValueError(f"unknown scheduler {spec.scheduler!r}; choose from {', '.join(SCHEDULERS)}")

@@ -1,0 +1,154 @@
+"""Ray Tune orchestration: the trainable, the Optuna multi-objective searcher, resources, restore."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from ..config import Budget, TrialConfig
+from ..data.dataset import ImageData
+from ..trial import TrialDiverged, TrialSetup, run_trial
+from .pareto import MODES, OBJECTIVES
+
+CHECKPOINT_FILE = "classifier.pt"
+EXPERIMENT_NAME = "search"
+SAMPLERS = ("tpe", "nsga2", "random")
+# What a diverged trial reports: the worst value of each objective, so the searcher learns the
+# region is bad while the trial is excluded from the Pareto front by its `diverged` flag.
+DIVERGED_METRICS = {"accuracy": 0.0, "decoder_mae": 1.0, "latent_sparsity": 1.0, "joint_score": float("-inf")}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the search is run; resolved from the CLI and the budget."""
+
+    trials: int
+    sampler: str = "tpe"
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    seed: int = 0
+
+
+def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, budget: Budget) -> None:
+    """One Tune trial: resume from Tune's checkpoint if any, train, report every epoch."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(round(resources.get("CPU", 1)))))
+    trial_config = budget.clamp(TrialConfig.from_dict(config))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+    def report(metrics: dict[str, Any], make_checkpoint) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(make_checkpoint(), Path(folder) / CHECKPOINT_FILE)
+            tune.report({**metrics, "planned_epochs": trial_config.epochs, "diverged": False}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        run_trial(data, trial_config, setup, on_epoch=report, resume_from=resume)
+    except TrialDiverged as exc:
+        tune.report({**DIVERGED_METRICS, "planned_epochs": trial_config.epochs, "diverged": True, "diverged_reason": str(exc)})
+
+
+def trial_dirname(trial) -> str:
+    """Name each trial's folder by its id, so files and Parquet rows join on `trial_id`."""
+    return trial.trial_id
+
+
+def make_sampler(name: str, *, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def make_searcher(settings: SearchSettings) -> ConcurrencyLimiter:
+    searcher = OptunaSearch(
+        metric=list(OBJECTIVES),
+        mode=list(MODES),
+        sampler=make_sampler(settings.sampler, seed=settings.seed, trials=settings.trials),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
+
+
+def make_trainable(data: ImageData, setup: TrialSetup, budget: Budget, settings: SearchSettings):
+    """The trainable with its resources; `with_parameters` ships the dataset once via the object store."""
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(_trainable, data=data, setup=setup, budget=budget), resources)
+
+
+def run_config(storage: Path, settings: SearchSettings, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=EXPERIMENT_NAME,
+        storage_path=str(storage),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def new_tuner(
+    *,
+    data: ImageData,
+    setup: TrialSetup,
+    budget: Budget,
+    settings: SearchSettings,
+    param_space: dict[str, Any],
+    storage: Path,
+    scheduler: tune.schedulers.TrialScheduler | None = None,
+    callbacks: list[tune.Callback] = (),
+) -> tune.Tuner:
+    return tune.Tuner(
+        make_trainable(data, setup, budget, settings),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(settings),
+            scheduler=scheduler,
+            num_samples=settings.trials,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=run_config(storage, settings, list(callbacks)),
+    )
+
+
+def experiment_path(storage: Path) -> Path:
+    return Path(storage) / EXPERIMENT_NAME
+
+
+def restore_tuner(
+    *,
+    data: ImageData,
+    setup: TrialSetup,
+    budget: Budget,
+    settings: SearchSettings,
+    param_space: dict[str, Any],
+    storage: Path,
+) -> tune.Tuner:
+    """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints."""
+    return tune.Tuner.restore(
+        str(experiment_path(storage)),
+        trainable=make_trainable(data, setup, budget, settings),
+        param_space=param_space,
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
+def can_restore(storage: Path) -> bool:
+    return tune.Tuner.can_restore(str(experiment_path(storage)))

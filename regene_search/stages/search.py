@@ -1,0 +1,213 @@
+"""The search stage: run (or restore) the Tune search, then write trials, history, Pareto front and HV."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from ray import tune
+
+from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
+from ..data import dataset_info
+from ..data.dataset import ImageData
+from ..results import (
+    HISTORY_COLUMNS,
+    HYPERVOLUME_COLUMNS,
+    PARETO_COLUMNS,
+    TRIAL_COLUMNS,
+    RunPaths,
+    table_from_rows,
+    write_parquet,
+)
+from ..search import tuner as tuning
+from ..search.pareto import OBJECTIVES, crowding_distance, hypervolume_history, non_dominated_ranks, promote, to_minimisation
+from ..search.progress import LiveProgress
+from ..search.schedulers import make_scheduler
+from ..search.space import SearchSpace, load_space
+from ..trial import TrialSetup
+from .context import StageContext
+
+_PARAM_TYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "bool"}
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Which front trials go on to the decoder stage: `knee` (default) or `weighted`, top `k`."""
+
+    method: str = "knee"
+    weights: tuple[float, float, float] | None = None
+    k: int = 1
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    trials: int
+    completed: int
+    front_size: int
+    hypervolume: float
+    promoted: tuple[str, ...]
+
+
+def trial_schema() -> pa.Schema:
+    params = [pa.field(f"param_{name}", pa.type_for_alias(_PARAM_TYPES[kind])) for name, kind in TRIAL_FIELD_TYPES.items()]
+    return pa.schema(list(TRIAL_COLUMNS) + params)
+
+
+def _status(result: tune.Result, metrics: dict[str, Any]) -> str:
+    if result.error is not None:
+        return "ERROR"
+    if metrics.get("diverged"):
+        return "DIVERGED"
+    if metrics.get("epoch", 0) < metrics.get("planned_epochs", 0):
+        return "STOPPED"
+    return "COMPLETED"
+
+
+def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Path, stop_reasons: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """One row per trial and one per (trial, epoch); an epoch reported twice (retries) counts once."""
+    trials, history = [], []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        trial_id = Path(result.path).name
+        status = _status(result, metrics)
+        config = dataclasses.asdict(budget.clamp(TrialConfig.from_dict(result.config)))
+        row = {
+            "trial_id": trial_id,
+            "status": status,
+            "epochs": int(metrics.get("epoch", 0)),
+            "host": metrics.get("hostname"),
+            "seconds": metrics.get("time_total_s"),
+            "checkpoint": str(Path(result.checkpoint.path).relative_to(run_dir)) if result.checkpoint else None,
+            "error": str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("diverged_reason"),
+            "stop_reason": stop_reasons.get(trial_id),
+            "finished_at": metrics.get("timestamp"),
+            **{f"param_{k}": v for k, v in config.items()},
+        }
+        if status in ("COMPLETED", "STOPPED"):
+            row.update({name: metrics.get(name) for name in (*OBJECTIVES, "joint_score")})
+        trials.append(row)
+        frame = result.metrics_dataframe
+        if frame is not None and len(frame) and "epoch" in frame:
+            frame = frame[frame.get("diverged", False) != True].drop_duplicates("epoch", keep="last")  # noqa: E712
+            for record in frame.to_dict("records"):
+                history.append({"trial_id": trial_id, **{c: record.get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}})
+    trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
+    history.sort(key=lambda r: (r["trial_id"], r["epoch"]))
+    return trials, history
+
+
+def pareto_rows(trials: list[dict], promotion: Promotion) -> tuple[list[dict], list[dict], list[str]]:
+    """Rank every trial (failed ones get rank -1), mark the front and the promoted; HV after each trial."""
+    points = np.array([[r.get(n) if r.get(n) is not None else np.nan for n in OBJECTIVES] for r in trials], dtype=float).reshape(-1, 3)
+    F = to_minimisation(points)
+    ranks = non_dominated_ranks(F)
+    crowding = crowding_distance(F, ranks)
+    valid = ~np.isnan(F).any(axis=1)
+    promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k) if valid.any() else []
+    promoted = [trials[i]["trial_id"] for i in promoted_idx]
+    rows = [
+        {
+            "trial_id": r["trial_id"],
+            **{name: r.get(name) for name in (*OBJECTIVES, "joint_score")},
+            "rank": int(ranks[i]),
+            "crowding": float(crowding[i]),
+            "on_front": bool(ranks[i] == 0),
+            "promoted": r["trial_id"] in promoted,
+        }
+        for i, r in enumerate(trials)
+    ]
+    hv = hypervolume_history(F)
+    hv_rows = [{"completed": i + 1, "trial_id": r["trial_id"], "hypervolume": float(hv[i])} for i, r in enumerate(trials)]
+    return rows, hv_rows, promoted
+
+
+def copy_promoted(trials: list[dict], promoted: list[str], paths: RunPaths) -> None:
+    """Copy promoted checkpoints out of Tune's folder, which keeps only the latest per trial."""
+    by_id = {r["trial_id"]: r for r in trials}
+    for trial_id in promoted:
+        source = paths.dir / by_id[trial_id]["checkpoint"] / tuning.CHECKPOINT_FILE
+        target = paths.inside(Path("checkpoints") / f"classifier-{trial_id}.pt")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def search_stage(
+    data: ImageData,
+    paths: RunPaths,
+    *,
+    space: SearchSpace,
+    settings: tuning.SearchSettings,
+    setup: TrialSetup,
+    budget: Budget,
+    promotion: Promotion,
+    scheduler: tune.schedulers.TrialScheduler | None = None,
+) -> SearchSummary:
+    stop_reasons: dict[str, str] = getattr(scheduler, "stop_reasons", {})
+    common = dict(data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir)
+    if tuning.can_restore(paths.tune_dir):
+        tuner = tuning.restore_tuner(**common)
+    else:
+        tuner = tuning.new_tuner(**common, scheduler=scheduler, callbacks=[LiveProgress(settings.trials)])
+    grid = tuner.fit()
+    trials, history = collect(grid, budget, paths.dir, stop_reasons)
+    for row in trials:
+        row.pop("finished_at")
+    pareto, hv, promoted = pareto_rows(trials, promotion)
+    if promoted:
+        copy_promoted(trials, promoted, paths)
+    write_parquet(table_from_rows(trials, trial_schema()), paths.trials)
+    write_parquet(table_from_rows(history, HISTORY_COLUMNS), paths.history)
+    write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
+    write_parquet(table_from_rows(hv, HYPERVOLUME_COLUMNS), paths.hypervolume)
+    final_hv = hv[-1]["hypervolume"] if hv else 0.0
+    return SearchSummary(
+        trials=len(trials),
+        completed=sum(r["status"] in ("COMPLETED", "STOPPED") for r in trials),
+        front_size=sum(r["on_front"] for r in pareto),
+        hypervolume=final_hv if math.isfinite(final_hv) else 0.0,
+        promoted=tuple(promoted),
+    )
+
+
+def settings_for(spec: RunSpec, cluster_cpus: float | None) -> tuning.SearchSettings:
+    """Concurrency defaults to as many trials as the cluster's CPUs (or GPUs) can hold at once."""
+    trials = spec.resolved_trials
+    concurrent = spec.max_concurrent
+    if concurrent is None:
+        concurrent = max(1, int((cluster_cpus or 1) // max(spec.cpus_per_trial, 1e-9)))
+    return tuning.SearchSettings(
+        trials=trials,
+        sampler=spec.sampler,
+        max_concurrent=max(1, min(concurrent, trials)),
+        cpus_per_trial=spec.cpus_per_trial,
+        gpus_per_trial=spec.gpus_per_trial,
+        max_failures=spec.max_failures,
+        seed=spec.seed,
+    )
+
+
+def run_search_stage(ctx: StageContext) -> dict[str, Any]:
+    spec = ctx.spec
+    budget = spec.resolved_budget
+    setup = TrialSetup(probe=budget.probe, seed=spec.seed, hflip=dataset_info(spec.dataset).hflip)
+    summary = search_stage(
+        ctx.data,
+        ctx.paths,
+        space=load_space(Path(spec.space_path)),
+        settings=settings_for(spec, ctx.cluster.cpus if ctx.cluster else None),
+        setup=setup,
+        budget=budget,
+        promotion=Promotion(method=spec.promote, weights=spec.promote_weights, k=spec.promote_top),
+        scheduler=make_scheduler(spec),
+    )
+    ctx.console.print(
+        f"search: {summary.completed}/{summary.trials} trials completed, front {summary.front_size}, "
+        f"hypervolume {summary.hypervolume:.4f}, promoted {', '.join(summary.promoted) or 'none'}"
+    )
+    return dataclasses.asdict(summary)
