@@ -1,0 +1,225 @@
+"""Pareto analysis of trials: non-dominated ranks, crowding, hypervolume and promotion.
+
+Every trial has three objectives, `OBJECTIVES`, with directions `MODES`. `to_minimisation`
+turns them into the form every other function here takes: an (n, d) float array `F` in which
+lower is better in every column, i.e. (1 - accuracy, decoder_mae, latent_sparsity).
+
+Reference point. All three objectives already live in [0, 1] (accuracy, the MAE of pixels in
+[0, 1], a sparsity fraction), so the minimisation form *is* the normalised objective space and
+no per-run rescaling is needed. Hypervolume is measured against `REFERENCE_POINT = (1, 1, 1)`,
+the worst value of each objective; the best possible hypervolume is therefore 1, and
+hypervolumes of different runs, datasets and budgets are directly comparable.
+
+Failed trials. A row holding any NaN is a failed trial: it gets rank -1, crowding NaN, adds
+nothing to any hypervolume and is never promoted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+OBJECTIVES = ("accuracy", "decoder_mae", "latent_sparsity")
+MODES = ("max", "min", "min")
+REFERENCE_POINT = (1.0, 1.0, 1.0)
+PROMOTION_METHODS = ("knee", "weighted")
+
+
+def to_minimisation(points: np.ndarray) -> np.ndarray:
+    """(n, 3) objective values in `OBJECTIVES` order -> minimisation form (maximised x -> 1 - x)."""
+    points = _as_matrix(points, d=len(OBJECTIVES))
+    flip = np.array([mode == "max" for mode in MODES])
+    return np.where(flip, 1.0 - points, points)
+
+
+def non_dominated_ranks(F: np.ndarray) -> np.ndarray:
+    """Fast non-dominated sort (Deb et al. 2002): rank 0 is the Pareto front, -1 a failed row.
+
+    Equal points never dominate each other, so duplicates share a rank.
+    """
+    F = _as_matrix(F)
+    ranks = np.full(len(F), -1, dtype=int)
+    valid = np.flatnonzero(_valid(F))
+    dominates = _domination_matrix(F[valid])
+    dominators = dominates.sum(axis=0)
+    remaining = np.ones(len(valid), dtype=bool)
+    rank = 0
+    while remaining.any():
+        front = remaining & (dominators == 0)
+        ranks[valid[front]] = rank
+        remaining &= ~front
+        dominators = dominators - dominates[front].sum(axis=0)
+        rank += 1
+    return ranks
+
+
+def crowding_distance(F: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance within each front; NaN for failed rows.
+
+    Each objective is normalised by its range within the front. Points attaining a front's
+    minimum or maximum of an objective with non-zero range are boundary points (inf); an
+    objective with zero range adds nothing. A front that is a single distinct point is all
+    boundary (inf). Ties are broken by row index, so the result is deterministic.
+    """
+    F = _as_matrix(F)
+    ranks = np.asarray(ranks)
+    distance = np.full(len(F), np.nan)
+    for rank in np.unique(ranks[ranks >= 0]):
+        members = np.flatnonzero(ranks == rank)
+        distance[members] = _front_crowding(F[members])
+    return distance
+
+
+def _front_crowding(front: np.ndarray) -> np.ndarray:
+    distance = np.zeros(len(front))
+    spread = False
+    for column in front.T:
+        low, high = column.min(), column.max()
+        if high == low:
+            continue
+        spread = True
+        order = np.argsort(column, kind="stable")
+        ordered = column[order]
+        distance[order[1:-1]] += (ordered[2:] - ordered[:-2]) / (high - low)
+        distance[(column == low) | (column == high)] = np.inf
+    if not spread:
+        distance[:] = np.inf
+    return distance
+
+
+def hypervolume(F: np.ndarray, reference: Sequence[float] = REFERENCE_POINT) -> float:
+    """Exact volume dominated by the points of `F` and bounded by `reference`.
+
+    Failed rows and points not strictly better than the reference in every objective add
+    nothing. Slices along the last objective down to an exact 2-D sweep (HSO), which is
+    O(n^2 log n) in 3-D and exact in any dimension.
+    """
+    reference = np.asarray(reference, dtype=float)
+    F = _as_matrix(F, d=len(reference))
+    F = F[_valid(F) & np.all(F < reference, axis=1)]
+    if len(F) == 0:
+        return 0.0
+    F = np.unique(F, axis=0)
+    F = F[_domination_matrix(F).sum(axis=0) == 0]
+    return float(_slice_volume(F, reference))
+
+
+def _slice_volume(F: np.ndarray, reference: np.ndarray) -> float:
+    if F.shape[1] == 1:
+        return reference[0] - F[:, 0].min()
+    if F.shape[1] == 2:
+        F = F[np.lexsort((F[:, 1], F[:, 0]))]
+        lowest_y = np.minimum.accumulate(F[:, 1])
+        widths = np.diff(np.append(F[:, 0], reference[0]))
+        return float(np.sum(widths * (reference[1] - lowest_y)))
+    F = F[np.argsort(F[:, -1], kind="stable")]
+    tops = np.append(F[1:, -1], reference[-1])
+    volume = 0.0
+    for i in np.flatnonzero(tops > F[:, -1]):
+        volume += _slice_volume(F[: i + 1, :-1], reference[:-1]) * (tops[i] - F[i, -1])
+    return volume
+
+
+def hypervolume_history(F: np.ndarray, reference: Sequence[float] = REFERENCE_POINT) -> np.ndarray:
+    """Hypervolume after each trial, rows in completion order; failed rows repeat the last value.
+
+    Only a point that no earlier point weakly dominates can grow the volume, so the front is
+    kept incrementally and the volume recomputed only then.
+    """
+    reference = np.asarray(reference, dtype=float)
+    F = _as_matrix(F, d=len(reference))
+    history = np.zeros(len(F))
+    front = np.empty((0, F.shape[1]))
+    volume = 0.0
+    for i, point in enumerate(F):
+        useful = not np.isnan(point).any() and np.all(point < reference)
+        if useful and not np.any(np.all(front <= point, axis=1)):
+            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
+            volume = hypervolume(front, reference)
+        history[i] = volume
+    return history
+
+
+def knee_index(F: np.ndarray) -> int:
+    """The front point nearest (Euclidean) the ideal point once the front is scaled to [0, 1]."""
+    return promote(F, "knee")[0]
+
+
+def weighted_index(F: np.ndarray, weights: Sequence[float]) -> int:
+    """The front point with the lowest weighted sum of front-normalised objectives."""
+    return promote(F, "weighted", weights=weights)[0]
+
+
+def top_k(F: np.ndarray, k: int) -> list[int]:
+    """`k` rows: the front by knee distance, then the rest by rank (asc) and crowding (desc)."""
+    return promote(F, "knee", k=k)
+
+
+def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1) -> list[int]:
+    """Row indices of the `k` trials to promote, best first.
+
+    Front points are ordered by `method` ("knee": distance to the ideal point; "weighted":
+    weighted sum, `weights` in `OBJECTIVES` order, ignored by "knee"), both on objectives min-max
+    scaled over the front (zero range -> 0). If `k` exceeds the front, the other successful
+    trials follow by rank (asc), then crowding (desc). Ties go to the lower index. Failed trials
+    are never returned, so fewer than `k` may come back.
+    """
+    F = _as_matrix(F)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ranks = non_dominated_ranks(F)
+    front = np.flatnonzero(ranks == 0)
+    if len(front) == 0:
+        raise ValueError("no successful trial to promote")
+    scaled = _scale(F[front])
+    if method == "knee":
+        score = np.linalg.norm(scaled, axis=1)
+    elif method == "weighted":
+        score = scaled @ _weights(weights, F.shape[1])
+    else:
+        raise ValueError(f"unknown promotion method {method!r} (expected one of {', '.join(PROMOTION_METHODS)})")
+    ordered = front[np.lexsort((front, score))].tolist()
+    if k > len(front):
+        rest = np.flatnonzero(ranks > 0)
+        crowding = crowding_distance(F, ranks)[rest]
+        ordered += rest[np.lexsort((rest, -crowding, ranks[rest]))].tolist()
+    return ordered[:k]
+
+
+def _scale(front: np.ndarray) -> np.ndarray:
+    low, span = front.min(axis=0), np.ptp(front, axis=0)
+    return np.divide(front - low, span, out=np.zeros_like(front), where=span > 0)
+
+
+def _weights(weights: Sequence[float] | None, d: int) -> np.ndarray:
+    if weights is None:
+        raise ValueError("method 'weighted' needs weights")
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (d,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weights must be {d} finite non-negative numbers, got {list(weights)}")
+    return w
+
+
+def _domination_matrix(F: np.ndarray) -> np.ndarray:
+    """D[i, j] is True when row i dominates row j (no worse everywhere, better somewhere)."""
+    n = len(F)
+    no_worse = np.ones((n, n), dtype=bool)
+    better = np.zeros((n, n), dtype=bool)
+    for column in F.T:
+        no_worse &= column[:, None] <= column[None, :]
+        better |= column[:, None] < column[None, :]
+    return no_worse & better
+
+
+def _valid(F: np.ndarray) -> np.ndarray:
+    return ~np.isnan(F).any(axis=1)
+
+
+def _as_matrix(F: np.ndarray, d: int | None = None) -> np.ndarray:
+    F = np.asarray(F, dtype=float)
+    if F.ndim == 1 and F.size == 0:
+        F = F.reshape(0, d or len(OBJECTIVES))
+    if F.ndim != 2 or (d is not None and F.shape[1] != d):
+        raise ValueError(f"expected an (n, {d or 'd'}) array of objective values, got shape {F.shape}")
+    return F
