@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", help="continue the run in this folder; finished stages are not redone")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
+    run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
 
     pareto = commands.add_parser("pareto", help="print the Pareto front of a run")
     pareto.add_argument("run_dir")
@@ -149,7 +150,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     warn_if_slow(spec, console)
     console.print(f"run folder: {paths.dir}")
-    status = run_pipeline(spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console)
+    status = run_pipeline(
+        spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console, ray_temp_dir=args.ray_temp_dir
+    )
     console.print(f"done: {', '.join(s for s in spec.stages if status.get(s, {}).get('status') == 'done')} -> {paths.dir}")
     return 0
 

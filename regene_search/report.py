@@ -18,6 +18,7 @@ from .results import RunPaths, read_json, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
 
 _OBJECTIVE_LABELS = {"accuracy": "accuracy ↑", "decoder_mae": "decoder MAE ↓", "latent_sparsity": "sparsity ↓"}
+_COLUMN_LABELS = {"accuracy": "acc ↑", "decoder_mae": "MAE ↓", "latent_sparsity": "sparse ↓"}
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,23 @@ def load_front(run_dir: Path) -> Front:
     return Front(paths.dir, pareto.to_pylist(), hv.to_pylist(), {r["trial_id"]: r for r in trials.to_pylist()})
 
 
-def _params(trial: dict[str, Any]) -> str:
-    keys = ("blocks", "convs_per_block", "base_width", "latent_dim", "latent_activation")
-    return " ".join(f"{k}={trial.get('param_' + k)}" for k in keys if trial.get("param_" + k) is not None)
+def architecture(trial: dict[str, Any]) -> str:
+    """Compact encoder summary, e.g. `3x1 w32 z128 relu`; lrelu = leaky_relu (blocks x convs, width, latent, activation)."""
+    p = {k[len("param_") :]: v for k, v in trial.items() if k.startswith("param_")}
+    if not p:
+        return ""
+    return f"{p.get('blocks')}x{p.get('convs_per_block')} w{p.get('base_width')} z{p.get('latent_dim')} {str(p.get('latent_activation')).replace('leaky_relu', 'lrelu')}"
 
 
 def print_front(front: Front, console: Console) -> None:
     table = Table(title=f"Pareto front — {front.run_dir.name}", title_justify="left")
     table.add_column("", width=1)
-    table.add_column("trial")
+    table.add_column("trial", min_width=8, no_wrap=True)
     for name in OBJECTIVES:
-        table.add_column(_OBJECTIVE_LABELS[name], justify="right")
-    table.add_column("joint", justify="right")
-    table.add_column("crowding", justify="right")
-    table.add_column("architecture")
+        table.add_column(_COLUMN_LABELS[name], justify="right", min_width=6, no_wrap=True)
+    table.add_column("joint", justify="right", min_width=6, no_wrap=True)
+    table.add_column("crowd", justify="right", min_width=5, no_wrap=True)
+    table.add_column("encoder", overflow="fold")
     for row in front.front:
         mark = "★" if row["promoted"] else ""
         crowd = "inf" if math.isinf(row["crowding"]) else f"{row['crowding']:.3f}"
@@ -78,7 +82,7 @@ def print_front(front: Front, console: Console) -> None:
             *(f"{row[n]:.4f}" for n in OBJECTIVES),
             f"{row['joint_score']:.4f}",
             crowd,
-            _params(front.trials.get(row["trial_id"], {})),
+            architecture(front.trials.get(row["trial_id"], {})),
             style="bold green" if row["promoted"] else None,
         )
     console.print(table)
@@ -114,6 +118,7 @@ def plot_front(front: Front, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = [r for r in front.pareto if r["rank"] >= 0]
     pairs = [(0, 1), (0, 2), (1, 2)]
@@ -134,6 +139,7 @@ def plot_front(front: Front, path: Path) -> None:
     axes[0].legend(fontsize=8)
     hv = front.hypervolume
     axes[3].plot([r["completed"] for r in hv], [r["hypervolume"] for r in hv], marker="o")
+    axes[3].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[3].set_xlabel("completed trials")
     axes[3].set_ylabel("hypervolume")
     axes[3].grid(alpha=0.3)

@@ -147,6 +147,19 @@ def probe_decoder_mae(
     return total / val_images.numel()
 
 
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over the first 10% of steps, then cosine decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def checkpoint_state(
     model: Classifier,
     optimiser: torch.optim.Optimizer,
@@ -199,9 +212,7 @@ def run_trial(
         model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.25
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(config.epochs * steps_per_epoch))
     start_epoch = 0
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])

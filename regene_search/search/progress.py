@@ -26,18 +26,21 @@ def _clock(seconds: float) -> str:
 class LiveProgress(tune.Callback):
     """Done/running/total trials, best value so far per objective, hypervolume, elapsed and ETA."""
 
-    def __init__(self, total: int, console: Console | None = None) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
-        self.console = console or Console(stderr=True)
         self.started = time.monotonic()
         self.finished: set[str] = set()
         self.final: dict[str, np.ndarray] = {}
         self.best: dict[str, float] = {}
         self.live: Live | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the experiment state; the live display holds locks.
+        return {**self.__dict__, "live": None}
+
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()
-        self.live = Live(self._render(0), console=self.console, refresh_per_second=2, transient=False)
+        self.live = Live(self._render(0), console=Console(stderr=True), refresh_per_second=2, transient=False)
         self.live.start()
 
     def _render(self, running: int) -> Text:

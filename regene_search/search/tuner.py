@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,17 @@ class SearchSettings:
     seed: int = 0
 
 
+def quiet_tune_output() -> None:
+    """Our live line replaces Tune's console reporter; silence Tune's and Optuna's chatter."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, budget: Budget) -> None:
     """One Tune trial: resume from Tune's checkpoint if any, train, report every epoch."""
+    for name in ("ray.tune", "ray.train"):  # per-epoch "checkpoint created" lines drown the live view
+        logging.getLogger(name).setLevel(logging.WARNING)
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(round(resources.get("CPU", 1)))))
     trial_config = budget.clamp(TrialConfig.from_dict(config))
@@ -113,6 +124,7 @@ def new_tuner(
     scheduler: tune.schedulers.TrialScheduler | None = None,
     callbacks: list[tune.Callback] = (),
 ) -> tune.Tuner:
+    quiet_tune_output()
     return tune.Tuner(
         make_trainable(data, setup, budget, settings),
         param_space=param_space,
@@ -141,6 +153,7 @@ def restore_tuner(
     storage: Path,
 ) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints."""
+    quiet_tune_output()
     return tune.Tuner.restore(
         str(experiment_path(storage)),
         trainable=make_trainable(data, setup, budget, settings),

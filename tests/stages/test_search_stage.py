@@ -1,0 +1,102 @@
+"""A real Ray Tune search of 4 smoke trials on the real MNIST copy, through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+import torch
+
+from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
+from regene_search.trial import load_classifier
+
+from ..conftest import SHARED_DATA, needs_mnist
+from ..raycleanup import stop_ray_processes
+
+CLI = [sys.executable, "-m", "regene_search.cli"]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search",
+             "--trials", "4", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"},
+        )
+    finally:
+        stop_ray_processes(ray_tmp)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / "mnist" / "smoke", proc, seconds
+
+
+pytestmark = [pytest.mark.slow, needs_mnist]
+
+
+def test_search_prints_the_dashboard_url_and_a_summary(search_run):
+    _, proc, seconds = search_run
+    out = proc.stdout + proc.stderr
+    assert "dashboard: http://127.0.0.1:" in out
+    assert "search: 4/4 trials completed" in out
+    assert seconds < 300
+
+
+def test_all_files_are_written_with_the_documented_columns(search_run):
+    run_dir, _, _ = search_run
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS.names
+    assert {"param_blocks", "param_lr", "param_latent_activation", "param_augment"} <= set(trials.columns)
+    assert trials["trial_id"].is_unique and len(trials) == 4
+    assert set(trials["status"]) == {"COMPLETED"}
+    assert trials["param_blocks"].dtype == "int64" and trials["param_lr"].dtype == "float64"
+    assert trials[["accuracy", "decoder_mae", "latent_sparsity"]].notna().all().all()
+
+    history = pl.read_parquet(run_dir / "history.parquet")
+    assert history.columns == HISTORY_COLUMNS.names
+    per_trial = dict(history.group_by("trial_id").len().iter_rows())
+    assert per_trial == dict(zip(trials["trial_id"], trials["epochs"]))
+    assert history.select(["trial_id", "epoch"]).is_duplicated().sum() == 0
+
+    pareto = duckdb.sql(f"select * from '{run_dir / 'pareto.parquet'}'").df()
+    assert list(pareto.columns) == PARETO_COLUMNS.names
+    assert pareto["on_front"].any() and pareto["promoted"].sum() == 1
+    assert (pareto.loc[pareto["promoted"], "rank"] == 0).all()
+
+    hv = pd.read_parquet(run_dir / "hypervolume.parquet")
+    assert list(hv.columns) == HYPERVOLUME_COLUMNS.names
+    assert hv["hypervolume"].is_monotonic_increasing and 0 < hv["hypervolume"].iloc[-1] <= 1
+
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["spec"]["dataset"] == "mnist" and record["seed"] == 0
+    assert {"torch", "ray", "optuna"} <= set(record["versions"])
+    assert "params" in record["space"]
+
+    promoted = pareto.loc[pareto["promoted"], "trial_id"].iloc[0]
+    state = torch.load(run_dir / "checkpoints" / f"classifier-{promoted}.pt", weights_only=True)
+    assert load_classifier(state)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_pareto_command_prints_the_front_json_and_plot(search_run, tmp_path):
+    run_dir, _, _ = search_run
+    table = subprocess.run([*CLI, "pareto", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "Pareto front" in table.stdout and "★" in table.stdout and "Hypervolume" in table.stdout
+    plot = tmp_path / "front.png"
+    js = subprocess.run([*CLI, "pareto", str(run_dir), "--json", "--plot", str(plot)], capture_output=True, text=True, timeout=120)
+    assert js.returncode == 0, js.stderr
+    data = json.loads(js.stdout)
+    assert data["trials"] == 4 and len(data["promoted"]) == 1 and len(data["hypervolume_history"]) == 4
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
