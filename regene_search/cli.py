@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import BUDGETS, SCHEDULERS, STAGES, RunSpec
+from .config import BUDGETS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
 from .errors import UserError
 
 DEFAULT_RESULTS = "results"
@@ -55,8 +55,6 @@ def _weights(text: str) -> tuple[float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .search.tuner import SAMPLERS
-
     parser = _Parser(prog="regene-search", description="Distributed multi-objective hyperparameter search for ReGene.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -142,18 +140,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         spec = dataclasses.replace(RunSpec.from_json(read_json(paths.run_json)["spec"]), stages=args.stages)
     else:
         spec = _spec_from_args(args)
-        paths = RunPaths.create(Path(spec.results_root), spec.dataset, spec.name)
+        paths = RunPaths.plan(Path(spec.results_root), spec.dataset, spec.name)
     if not is_loopback(args.dashboard_host):
         console.print(
             f"[bold red]WARNING: the Ray dashboard will listen on {args.dashboard_host}. Anyone who can reach it can "
             "submit jobs that run code on this machine; keep token auth on and firewall the port.[/bold red]"
         )
     warn_if_slow(spec, console)
-    console.print(f"run folder: {paths.dir}")
+    console.print(f"run folder: {paths.dir}", markup=False)
     status = run_pipeline(
         spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console, ray_temp_dir=args.ray_temp_dir
     )
-    console.print(f"done: {', '.join(s for s in spec.stages if status.get(s, {}).get('status') == 'done')} -> {paths.dir}")
+    finished = ", ".join(s for s in spec.stages if status.get(s, {}).get("status") == "done")
+    console.print(f"done: {finished} -> {paths.dir}", markup=False)
     return 0
 
 

@@ -2,70 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-LATENT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid", "identity")
-SUPPORTED_IMAGE_SIZES = (28, 32, 64)
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Architecture of the classifier. `blocks` conv blocks, each ending in a 2x2 max-pool."""
-
-    image_size: int
-    channels: int
-    num_classes: int
-    blocks: int = 3
-    convs_per_block: int = 1
-    base_width: int = 32
-    latent_dim: int = 256
-    latent_activation: str = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.latent_activation not in LATENT_ACTIVATIONS:
-            raise ValueError(f"latent_activation must be one of {LATENT_ACTIVATIONS}, got {self.latent_activation!r}")
-        if self.image_size >> self.blocks < 1:
-            raise ValueError(f"{self.blocks} blocks pool a {self.image_size}px image below 1px")
-        if min(self.blocks, self.convs_per_block, self.base_width, self.latent_dim) < 1:
-            raise ValueError("blocks, convs_per_block, base_width and latent_dim must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    """Architecture of the decoder: dense -> reshape -> upsampling blocks -> sigmoid."""
-
-    image_size: int
-    channels: int
-    latent_dim: int
-    base_width: int = 32
-    max_blocks: int = 4
-
-    def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
-
-    @property
-    def up_blocks(self) -> int:
-        """Upsampling blocks: as many x2 steps as divide the size, starting at >= 4 px."""
-        n = 0
-        while n < self.max_blocks and self.image_size % (2 ** (n + 1)) == 0 and self.image_size >> (n + 1) >= 4:
-            n += 1
-        return n
-
-    @property
-    def start_size(self) -> int:
-        return self.image_size >> self.up_blocks
-
+from .config import DecoderConfig, EncoderConfig
 
 def _activation(name: str) -> nn.Module:
     return {

@@ -97,11 +97,13 @@ def run_pipeline(
     console: Console,
     ray_temp_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Run the requested stages that are not done yet; return stages.json's content."""
+    """Run the requested stages that are not done yet; return stages.json's content.
+
+    Data, cluster and resources are checked before the run folder is created, so bad input
+    leaves nothing behind.
+    """
     stages = _order(spec.stages)
-    if not paths.run_json.exists():
-        write_json(run_record(spec), paths.run_json)
-    status = stage_status(paths)
+    status = stage_status(paths) if paths.run_json.exists() else {}
     todo = [s for s in stages if status.get(s, {}).get("status") != "done"]
     for done in (s for s in stages if s not in todo):
         console.print(f"[dim]stage {done}: already done, skipped[/dim]")
@@ -116,6 +118,9 @@ def run_pipeline(
         if info.dashboard_url:
             console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {cluster.TOKEN_FILE})")
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
+        if not paths.run_json.exists():
+            paths.make()
+            write_json(run_record(spec), paths.run_json)
         ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
         for stage in todo:
             started = time.time()

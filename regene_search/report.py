@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import RunDirError
@@ -160,7 +161,7 @@ def print_datasets(console: Console) -> None:
     for info in list_datasets():
         shape = f"{info.channels}x{info.image_size}x{info.image_size}" if info.image_size else "from the folder"
         classes = f"{len(info.classes)}: {', '.join(info.classes)}" if info.classes else "from the folder"
-        table.add_row(info.name, shape, classes, info.looks_for)
+        table.add_row(info.name, shape, escape(classes), escape(info.looks_for))
     console.print(table)
 
 
@@ -169,7 +170,7 @@ def print_run(run_dir: Path, console: Console) -> None:
     paths = RunPaths.existing(run_dir)
     record = read_json(paths.run_json)
     spec = record.get("spec", {})
-    console.print(f"[bold]{paths.dir}[/bold]: {spec.get('dataset')} / budget {spec.get('budget')} / seed {record.get('seed')}")
+    console.print(f"[bold]{escape(str(paths.dir))}[/bold]: {escape(str(spec.get('dataset')))} / budget {spec.get('budget')} / seed {record.get('seed')}")
     stages = read_json(paths.stages_json) if paths.stages_json.exists() else {}
     table = Table(title="stages")
     for column in ("stage", "status", "seconds", "summary"):
@@ -178,13 +179,13 @@ def print_run(run_dir: Path, console: Console) -> None:
         info = stages.get(stage, {})
         summary = ", ".join(f"{k}={_short(v)}" for k, v in (info.get("summary") or {}).items())
         seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""
-        table.add_row(stage, info.get("status", "not started"), seconds, summary)
+        table.add_row(stage, info.get("status", "not started"), seconds, escape(summary))
     console.print(table)
     for parquet in sorted(paths.dir.glob("*.parquet")):
         rows = read_parquet(parquet).num_rows
         console.print(f"  {parquet.name}: {rows} rows")
     figures = sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*.png"))
-    console.print("figures: " + (", ".join(map(str, figures)) if figures else "none yet"))
+    console.print("figures: " + escape(", ".join(map(str, figures)) if figures else "none yet"))
 
 
 def _short(value: Any) -> str:

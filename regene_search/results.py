@@ -94,20 +94,32 @@ class RunPaths:
     dir: Path
 
     @classmethod
-    def create(cls, root: Path, dataset: str, name: str) -> RunPaths:
-        """Make the run folder under `root`, refusing names that would escape it."""
+    def plan(cls, root: Path, dataset: str, name: str) -> RunPaths:
+        """The folder a new run will use, checked but not created: nothing is written before the run starts."""
         validate_run_name(name)
         root = Path(root).resolve()
         run_dir = (root / dataset_folder(dataset) / name).resolve()
         if root not in run_dir.parents:
             raise UserError(f"run folder {run_dir} would be outside the results root {root}")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-", delete=True)
-            probe.close()
-        except OSError as exc:
-            raise UserError(f"results root {root} is not writable: {exc.strerror or exc}") from None
+        if (run_dir / "run.json").exists():
+            raise UserError(f"run folder {run_dir} already holds a run: pick another --name or continue it with --resume")
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"results root {root} is not writable")
         return cls(run_dir)
+
+    @classmethod
+    def create(cls, root: Path, dataset: str, name: str) -> RunPaths:
+        """Plan the run folder and make it."""
+        paths = cls.plan(root, dataset, name)
+        paths.make()
+        return paths
+
+    def make(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
 
     @classmethod
     def existing(cls, run_dir: Path) -> RunPaths:

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TRIAL_FIELD_TYPES
+from ..config import LATENT_ACTIVATIONS, TRIAL_FIELD_TYPES
 from ..errors import SpaceError
-from ..models import LATENT_ACTIVATIONS
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "randint")

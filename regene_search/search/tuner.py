@@ -15,14 +15,13 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from ..config import Budget, TrialConfig
+from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
 from ..trial import TrialDiverged, TrialSetup, run_trial
 from .pareto import MODES, OBJECTIVES
 
 CHECKPOINT_FILE = "classifier.pt"
 EXPERIMENT_NAME = "search"
-SAMPLERS = ("tpe", "nsga2", "random")
 # What a diverged trial reports: the worst value of each objective, so the searcher learns the
 # region is bad while the trial is excluded from the Pareto front by its `diverged` flag.
 DIVERGED_METRICS = {"accuracy": 0.0, "decoder_mae": 1.0, "latent_sparsity": 1.0, "joint_score": float("-inf")}

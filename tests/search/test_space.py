@@ -14,7 +14,7 @@ from ray.tune.search import sample
 
 from regene_search.config import TRIAL_FIELD_TYPES, TrialConfig
 from regene_search.errors import SpaceError
-from regene_search.models import LATENT_ACTIVATIONS, EncoderConfig
+from regene_search.config import LATENT_ACTIVATIONS, EncoderConfig
 from regene_search.search.space import (
     DOMAIN_KINDS,
     SPACES_DIR,
