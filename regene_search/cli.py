@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--promote", choices=("knee", "weighted"), default="knee", help="how the Pareto-best encoder is chosen")
     run.add_argument("--promote-weights", type=_weights, help="weights for --promote weighted: ACC,MAE,SPARSITY")
     run.add_argument("--promote-top", type=_positive_int, default=1, help="promote the K best encoders")
-    run.add_argument("--stages", type=_stages, default=STAGES, help=f"comma-separated subset of {','.join(STAGES)}")
+    run.add_argument("--stages", type=_stages, help=f"comma-separated subset of {','.join(STAGES)} (default: all; on --resume: the run's)")
     run.add_argument("--resume", help="continue the run in this folder; finished stages are not redone")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
@@ -125,11 +126,19 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         promote=args.promote,
         promote_weights=args.promote_weights,
         promote_top=args.promote_top,
-        stages=args.stages,
+        stages=args.stages or STAGES,
     )
 
 
+def _use_token_auth_for_clusters(address: str | None) -> None:
+    """Clusters started with `ray start` use token auth, but a client sends its token only when
+    RAY_AUTH_MODE=token is set before Ray is imported, so set it (unless the user chose)."""
+    if address is not None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _run(args: argparse.Namespace, console: Console) -> int:
+    _use_token_auth_for_clusters(args.address)
     from .budget_check import warn_if_slow
     from .cluster import is_loopback
     from .pipeline import run_pipeline
@@ -137,7 +146,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
     if args.resume:
         paths = RunPaths.existing(Path(args.resume))
-        spec = dataclasses.replace(RunSpec.from_json(read_json(paths.run_json)["spec"]), stages=args.stages)
+        spec = RunSpec.from_json(read_json(paths.run_json)["spec"])
+        if args.stages:
+            spec = dataclasses.replace(spec, stages=args.stages)
     else:
         spec = _spec_from_args(args)
         paths = RunPaths.plan(Path(spec.results_root), spec.dataset, spec.name)

@@ -28,6 +28,7 @@ TRIAL_COLUMNS = pa.schema(
         ("joint_score", pa.float64()),
         ("epochs", pa.int64()),
         ("host", pa.string()),
+        ("node_ip", pa.string()),
         ("seconds", pa.float64()),
         ("checkpoint", pa.string()),
         ("error", pa.string()),

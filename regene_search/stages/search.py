@@ -82,6 +82,7 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Path, stop_reasons: 
             "status": status,
             "epochs": int(metrics.get("epoch", 0)),
             "host": metrics.get("hostname"),
+            "node_ip": metrics.get("node_ip"),
             "seconds": metrics.get("time_total_s"),
             "checkpoint": str(Path(result.checkpoint.path).relative_to(run_dir)) if result.checkpoint else None,
             "error": str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("diverged_reason"),

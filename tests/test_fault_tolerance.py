@@ -1,0 +1,134 @@
+"""Nothing is lost: a worker node dies mid-search, or the driver is SIGKILLed and the run resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import SHARED_DATA, needs_mnist
+from .raycleanup import pids_using, stop_ray_processes
+
+pytestmark = [pytest.mark.slow, needs_mnist]
+
+CLI = [sys.executable, "-m", "regene_search.cli"]
+SMOKE_SEARCH = ["run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search", "--trials", "4"]
+
+
+def ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return list((run_dir / "tune" / "search").glob("*/checkpoint_*"))
+
+
+def assert_every_trial_once(run_dir: Path, trials: int) -> pd.DataFrame:
+    table = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(table) == trials and table["trial_id"].is_unique
+    assert set(table["status"]) == {"COMPLETED"}, table[["trial_id", "status", "error"]]
+    history = pd.read_parquet(run_dir / "history.parquet")
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert dict(history.groupby("trial_id").size()) == dict(zip(table["trial_id"], table["epochs"]))
+    return table
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A head on 127.0.0.2 and a worker on 127.0.0.3, token auth on both, in their own temp dir."""
+    temp_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    port = "6419"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run(
+            [ray_cli(), "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", f"--temp-dir={temp_dir}",
+             "--include-dashboard=false", *common],
+            env=env, check=True, capture_output=True, timeout=120,
+        )
+        subprocess.run(
+            [ray_cli(), "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", *common],
+            env=env, check=True, capture_output=True, timeout=120,
+        )
+        yield f"127.0.0.2:{port}", temp_dir, env
+    finally:
+        stop_ray_processes(temp_dir)
+
+
+def worker_raylet_pid(temp_dir: str) -> int:
+    for pid in pids_using(temp_dir):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if "raylet/raylet" in cmdline and "node_ip_address=127.0.0.3" in cmdline:
+            return pid
+    raise AssertionError("the worker node's raylet is not running")
+
+
+def test_search_survives_the_death_of_a_worker_node(two_node_cluster, tmp_path):
+    address, temp_dir, env = two_node_cluster
+    results = tmp_path / "results"
+    run_dir = results / "mnist" / "twonode"
+    log_path = tmp_path / "driver.log"
+    with log_path.open("w") as log:
+        driver = subprocess.Popen(
+            [*CLI, *SMOKE_SEARCH, "--address", address, "--results", str(results), "--name", "twonode", "--max-concurrent", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: len(checkpoints(run_dir)) >= 1 or driver.poll() is not None, 300, "a first trial checkpoint")
+            os.kill(worker_raylet_pid(temp_dir), signal.SIGKILL)
+            driver.wait(timeout=600)
+        finally:
+            driver.kill()
+    assert driver.returncode == 0, log_path.read_text()[-3000:]
+    assert_every_trial_once(run_dir, 4)
+
+
+def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(tmp_path):
+    results = tmp_path / "results"
+    run_dir = results / "mnist" / "killed"
+    first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "killed", "--ray-temp-dir", first_tmp],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: len(checkpoints(run_dir)) >= 2 or driver.poll() is not None, 300, "two trial checkpoints")
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+        stop_ray_processes(first_tmp)
+    assert not (run_dir / "trials.parquet").exists(), "the search had not finished when the driver was killed"
+
+    second_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    started = time.monotonic()
+    try:
+        resumed = subprocess.run(
+            [*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", second_tmp], capture_output=True, text=True, timeout=600
+        )
+    finally:
+        stop_ray_processes(second_tmp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    print(f"resume took {time.monotonic() - started:.1f} s")
+    assert_every_trial_once(run_dir, 4)
+
+    again = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "stage search: already done, skipped" in again.stdout
