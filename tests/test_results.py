@@ -1,0 +1,83 @@
+import os
+
+import pyarrow as pa
+import pytest
+
+from regene_search.errors import RunDirError, UserError
+from regene_search.results import (
+    HISTORY_COLUMNS,
+    RunPaths,
+    dataset_folder,
+    read_parquet,
+    table_from_rows,
+    validate_run_name,
+    write_json,
+    write_parquet,
+)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", "a\\b/..", ".hidden", "", "a b", "x/../../y"])
+def test_run_names_that_could_escape_are_refused(name):
+    with pytest.raises(UserError, match="invalid run name"):
+        validate_run_name(name)
+
+
+@pytest.mark.parametrize("name", ["run1", "2026-11-21_cifar", "a.b-c_d"])
+def test_ordinary_run_names_pass(name):
+    assert validate_run_name(name) == name
+
+
+def test_plan_creates_nothing_and_create_makes_the_folder(tmp_path):
+    paths = RunPaths.plan(tmp_path / "root", "imagefolder:/data/My Set", "r1")
+    assert not (tmp_path / "root").exists()
+    assert paths.dir == (tmp_path / "root" / "imagefolder-My_Set" / "r1").resolve()
+    paths.make()
+    assert paths.dir.is_dir()
+
+
+def test_plan_refuses_an_existing_run(tmp_path):
+    paths = RunPaths.create(tmp_path, "mnist", "r1")
+    write_json({"spec": {}}, paths.run_json)
+    with pytest.raises(UserError, match="already holds a run"):
+        RunPaths.plan(tmp_path, "mnist", "r1")
+
+
+def test_inside_refuses_paths_outside_the_run(tmp_path):
+    paths = RunPaths.create(tmp_path, "mnist", "r1")
+    assert paths.inside("checkpoints/a.pt").parent == paths.dir / "checkpoints"
+    with pytest.raises(UserError, match="outside the run folder"):
+        paths.inside("../../elsewhere.pt")
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(pa.table({"x": [1, 2]}), target)
+
+
+    with pytest.raises(Exception):
+        write_parquet("not a table", target)  # type: ignore[arg-type]
+    assert read_parquet(target).column("x").to_pylist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"], "no temp file may be left behind"
+
+
+def test_truncated_parquet_is_a_run_dir_error(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(pa.table({"x": list(range(100))}), target)
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError, match="not a readable Parquet file"):
+        read_parquet(target)
+    with pytest.raises(RunDirError, match="missing"):
+        read_parquet(tmp_path / "none.parquet")
+
+
+def test_table_from_rows_keeps_schema_types_even_for_missing_values():
+    table = table_from_rows([{"trial_id": "a", "epoch": 1}, {"trial_id": "b", "epoch": 2, "extra": 3.5}], HISTORY_COLUMNS)
+    assert table.schema.field("accuracy").type == pa.float64()
+    assert table.column("accuracy").null_count == 2
+    assert table.column_names[-1] == "extra"
+
+
+def test_dataset_folder_names():
+    assert dataset_folder("cifar10") == "cifar10"
+    assert os.sep not in dataset_folder("imagefolder:/a/b/c")
