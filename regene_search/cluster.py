@@ -11,7 +11,11 @@ import ray
 
 from .errors import UserError
 
-TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def token_file() -> Path:
+    """Where Ray reads the auth token from: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def run_pipeline(
     try:
         console.print(f"ray: {info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU; auth {info.auth_mode}")
         if info.dashboard_url:
-            console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {cluster.TOKEN_FILE})")
+            console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {cluster.token_file()})")
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
         if not paths.run_json.exists():
             paths.make()

@@ -100,3 +100,39 @@ def test_pareto_command_prints_the_front_json_and_plot(search_run, tmp_path):
     data = json.loads(js.stdout)
     assert data["trials"] == 4 and len(data["promoted"]) == 1 and len(data["hypervolume_history"]) == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path):
+    from regene_search.config import BUDGETS, ProbeConfig
+    from regene_search.results import RunPaths
+    from regene_search.search.space import load_space
+    from regene_search.search.tuner import SearchSettings
+    from regene_search.stages.search import Promotion, search_stage
+    from regene_search.trial import TrialSetup
+
+    space_file = tmp_path / "space.toml"
+    space_file.write_text(
+        "[params]\nlr = { choice = [1e12, 3e-3] }\n"
+        "[fixed]\nblocks = 1\nbase_width = 8\nlatent_dim = 16\nepochs = 1\naugment = false\n"
+    )
+    paths = RunPaths.create(tmp_path / "results", "mnist", "diverge")
+    summary = search_stage(
+        mnist_small.subset(train=512, val=128, seed=0),
+        paths,
+        space=load_space(space_file),
+        settings=SearchSettings(trials=4, sampler="random", max_concurrent=2, seed=0),  # seed 0 draws both lrs
+        setup=TrialSetup(probe=ProbeConfig(train_images=64, val_images=32, steps=2)),
+        budget=BUDGETS["smoke"],
+        promotion=Promotion(),
+    )
+    trials = pd.read_parquet(paths.trials)
+    assert len(trials) == 4
+    diverged = trials[trials["status"] == "DIVERGED"]
+    completed = trials[trials["status"] == "COMPLETED"]
+    assert len(diverged) >= 1 and len(completed) >= 1, trials[["param_lr", "status"]]
+    assert (diverged["param_lr"] == 1e12).all()
+    assert diverged["error"].str.contains("loss became").all()
+    assert diverged["accuracy"].isna().all()
+    pareto = pd.read_parquet(paths.pareto)
+    assert (pareto.set_index("trial_id").loc[diverged["trial_id"], "rank"] == -1).all()
+    assert summary.completed == len(completed) and summary.promoted
