@@ -12,7 +12,6 @@ import ray
 from .errors import UserError
 
 
-
 def token_file() -> Path:
     """Where Ray reads the auth token from: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
