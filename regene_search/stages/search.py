@@ -95,7 +95,9 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Path, stop_reasons: 
         trials.append(row)
         frame = result.metrics_dataframe
         if frame is not None and len(frame) and "epoch" in frame:
-            frame = frame[frame.get("diverged", False) != True].drop_duplicates("epoch", keep="last")  # noqa: E712
+            if "diverged" in frame:
+                frame = frame[~frame["diverged"].fillna(False).astype(bool)]
+            frame = frame.drop_duplicates("epoch", keep="last")
             for record in frame.to_dict("records"):
                 history.append({"trial_id": trial_id, **{c: record.get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}})
     trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
