@@ -38,6 +38,27 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or any(n < 2 for n in counts):
+        raise argparse.ArgumentTypeError(f"each n must be >= 2 (a convex combination of at least two latents), got {text}")
+    return counts
+
+
 def _stages(text: str) -> tuple[str, ...]:
     stages = tuple(s.strip() for s in text.split(",") if s.strip())
     for stage in stages:
@@ -82,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
+    after = run.add_argument_group("decoder, generate and evaluate stages")
+    after.add_argument("--vgg-weights", help="torchvision VGG16 ImageNet weights for the perceptual loss (else the hub cache, else a neutral classifier)")
+    after.add_argument("--decoder-width", type=_positive_int, help="decoder base width (default by image size)")
+    after.add_argument("--generate-n", type=_counts, default=(2, 3, 5), help="latents per convex combination (default 2,3,5)")
+    after.add_argument("--generate-per-class", type=_positive_int, default=64, help="combinations per class and n")
+    after.add_argument("--generate-weights", choices=("uniform", "dirichlet"), default="uniform", help="1/n weights (paper) or Dirichlet")
+    after.add_argument("--dirichlet-alpha", type=_positive_float, default=1.0)
+    after.add_argument("--generate-threshold", type=_probability, help="fixed filter threshold (default: mean holdout confidence per class)")
+    after.add_argument("--neutral-depth", type=int, help="ResNet depth of the neutral classifier, 6k+2 (default by budget: 8/20/56)")
+    after.add_argument("--inception-weights", help="torchvision Inception-v3 weights file: adds Inception FID")
+    after.add_argument("--inception-images", type=_positive_int, default=2000, help="images per set for Inception FID")
+    after.add_argument("--novelty-samples", type=_positive_int, default=256, help="generations checked against their nearest training image")
 
     pareto = commands.add_parser("pareto", help="print the Pareto front of a run")
     pareto.add_argument("run_dir")
@@ -95,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _existing_file(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"{flag}: no such file {path}")
+    return str(Path(path).resolve())
+
+
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     from .data import dataset_info
     from .search.space import default_space_path, load_space
@@ -106,6 +147,8 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     load_space(space)
     if args.promote == "weighted" and args.promote_weights is None:
         raise UserError("--promote weighted needs --promote-weights ACC,MAE,SPARSITY")
+    if args.neutral_depth is not None and (args.neutral_depth < 8 or (args.neutral_depth - 2) % 6):
+        raise UserError(f"--neutral-depth must be 6k+2 and >= 8 (8, 20, 32, 44, 56, ...), got {args.neutral_depth}")
     if args.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
     return RunSpec(
@@ -127,6 +170,17 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         promote_weights=args.promote_weights,
         promote_top=args.promote_top,
         stages=args.stages or STAGES,
+        vgg_weights=_existing_file(args.vgg_weights, "--vgg-weights"),
+        inception_weights=_existing_file(args.inception_weights, "--inception-weights"),
+        inception_images=args.inception_images,
+        neutral_depth=args.neutral_depth,
+        decoder_width=args.decoder_width,
+        generate_n=args.generate_n,
+        generate_per_class=args.generate_per_class,
+        generate_weights=args.generate_weights,
+        dirichlet_alpha=args.dirichlet_alpha,
+        generate_threshold=args.generate_threshold,
+        novelty_samples=args.novelty_samples,
     )
 
 

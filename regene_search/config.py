@@ -235,6 +235,17 @@ class RunSpec:
     promote_top: int = 1
     val_fraction: float = 0.1
     stages: tuple[str, ...] = STAGES
+    vgg_weights: str | None = None
+    inception_weights: str | None = None
+    inception_images: int = 2000
+    neutral_depth: int | None = None
+    decoder_width: int | None = None
+    generate_n: tuple[int, ...] = (2, 3, 5)
+    generate_per_class: int = 64
+    generate_weights: str = "uniform"
+    dirichlet_alpha: float = 1.0
+    generate_threshold: float | None = None
+    novelty_samples: int = 256
 
     @property
     def resolved_budget(self) -> Budget:
@@ -251,7 +262,7 @@ class RunSpec:
     def from_json(cls, values: dict[str, Any]) -> RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        for key in ("promote_weights", "stages"):
+        for key in ("promote_weights", "stages", "generate_n"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

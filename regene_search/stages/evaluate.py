@@ -1,0 +1,273 @@
+"""The evaluate stage: neutral accuracy on the generations, FIDs, and a check that they are not copies.
+
+Sets compared (section 5.4 of the paper): Org = the test split, Recon = decoder(encoder(Org)),
+Gen = the accepted generations of `generations.parquet`. Features for the in-domain FID come
+from the neutral ResNet (`neutral.py`), never the ReGene classifier, which would be circular;
+Inception FID is added when `--inception-weights` is given.
+
+`evaluation.parquet`, one row per metric, columns `EVALUATION_COLUMNS`: dataset, trial_id
+(encoder trial; null for `neutral_test_accuracy`), n (null when not per n), class (null when
+not per class), metric, value. Metrics:
+  neutral_test_accuracy           neutral classifier's accuracy on the test split
+  accept_rate                     share of generations passing the two-step filter (per trial, n, class)
+  accepted_count                  number of accepted generations (per trial, n)
+  neutral_acc_gen                 neutral accuracy on accepted generations, their class as label
+                                  (per trial; per n; per class; per n and class) -- the paper's >= 0.9
+  neutral_acc_recon               neutral accuracy on Recon
+  recon_mae, recon_ssim           pixel MAE and SSIM of Recon against Org
+  fid_neutral_org_gen             in-domain FID (neutral penultimate features), Org vs Gen (all n; per n)
+  fid_neutral_org_recon           in-domain FID, Org vs Recon
+  fid_neutral_recon_gen           in-domain FID, Recon vs Gen (all n; per n)
+  fid_inception_org_gen, fid_inception_org_recon, fid_inception_recon_gen
+                                  the same on Inception-v3 pool features (only with weights; at most
+                                  `inception_images` images per set, a seeded sample)
+  novelty_nn_l2_mean, novelty_nn_l2_min       pixel L2 distance ([0, 1] pixels) from a sample of accepted
+                                  generations to their nearest training image (0 would be a copy)
+  novelty_nn_ssim_mean, novelty_nn_ssim_max   SSIM to that nearest training image (1 would be a copy)
+  novelty_test_nn_l2_mean, novelty_test_nn_ssim_mean   the same for test images: how close genuinely
+                                  new images of the dataset come to the training set, for scale
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+from pytorch_msssim import ssim
+
+from ..errors import UserError
+from ..figures import decode_png, grid_png
+from ..results import read_parquet, table_from_rows, write_bytes, write_parquet
+from ..trial import EVAL_BATCH, encode_all, load_classifier, pick_device, to_float
+from .context import StageContext
+from .decoder import decode_all, load_decoder
+from .fid import fid, inception_features, load_inception
+from .generate import load_checkpoint
+from .losses import ssim_window
+from .neutral import NeutralResNet, ensure_neutral, load_neutral, predict
+
+EVALUATION_COLUMNS = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("trial_id", pa.string()),
+        ("n", pa.int64()),
+        ("class", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+NN_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Inception FID runs only with a weights file, on at most `inception_images` per set."""
+
+    inception_weights: str | None = None
+    inception_images: int = 2000
+    novelty_samples: int = 256
+    figure_pairs: int = 12
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.inception_images < 2:
+            raise UserError(f"inception images must be >= 2 (FID needs two samples), got {self.inception_images}")
+        if self.novelty_samples < 1:
+            raise UserError(f"novelty samples must be >= 1, got {self.novelty_samples}")
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> EvaluateSettings:
+        return cls(
+            inception_weights=spec.inception_weights,
+            inception_images=spec.inception_images,
+            novelty_samples=spec.novelty_samples,
+            seed=spec.seed,
+        )
+
+
+@torch.no_grad()
+def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each uint8 query image, the index of and pixel L2 distance to its nearest reference image."""
+    q = to_float(queries, device).flatten(1)
+    best_d = torch.full((len(q),), float("inf"), device=device)
+    best_i = torch.zeros(len(q), dtype=torch.int64, device=device)
+    for start in range(0, len(reference), NN_CHUNK):
+        d = torch.cdist(q, to_float(reference[start : start + NN_CHUNK], device).flatten(1))
+        value, index = d.min(1)
+        closer = value < best_d
+        best_d = torch.where(closer, value, best_d)
+        best_i = torch.where(closer, index + start, best_i)
+    return best_i.cpu(), best_d.cpu()
+
+
+@torch.no_grad()
+def ssim_pairs(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-pair SSIM of two equal-length uint8 image batches."""
+    out = [
+        ssim(to_float(a[s : s + EVAL_BATCH], device), to_float(b[s : s + EVAL_BATCH], device), data_range=1.0, size_average=False, win_size=ssim_window(a.shape[-1])).cpu()
+        for s in range(0, len(a), EVAL_BATCH)
+    ]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def pixel_mae(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean absolute difference of two uint8 image batches, pixels in [0, 1]."""
+    total = sum(float((a[s : s + EVAL_BATCH].float() - b[s : s + EVAL_BATCH].float()).abs().sum()) for s in range(0, len(a), EVAL_BATCH))
+    return total / 255.0 / max(1, a.numel())
+
+
+def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit]
+
+
+class Metrics:
+    """Accumulates evaluation.parquet rows for one dataset."""
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, metric: str, value: float, *, trial_id: str | None = None, n: int | None = None, cls: int | None = None) -> float:
+        self.rows.append({"dataset": self.dataset, "trial_id": trial_id, "n": n, "class": cls, "metric": metric, "value": float(value)})
+        return float(value)
+
+
+def generations_of(ctx: StageContext, trial_id: str) -> dict[str, Any]:
+    """One trial's generations: n, class and accepted as tensors, accepted images decoded from PNG."""
+    table = read_parquet(ctx.paths.generations)
+    mask = [t == trial_id for t in table.column("trial_id").to_pylist()]
+    table = table.filter(pa.array(mask, type=pa.bool_()))
+    accepted = torch.tensor(table.column("accepted").to_pylist(), dtype=torch.bool)
+    pngs = [png for png, ok in zip(table.column("image_png").to_pylist(), accepted.tolist(), strict=True) if ok]
+    shape = (0, ctx.data.channels, ctx.data.image_size, ctx.data.image_size)
+    return {
+        "n": torch.tensor(table.column("n").to_pylist(), dtype=torch.int64),
+        "class": torch.tensor(table.column("class").to_pylist(), dtype=torch.int64),
+        "accepted": accepted,
+        "images": torch.stack([decode_png(p, ctx.data.channels) for p in pngs]) if pngs else torch.zeros(shape, dtype=torch.uint8),
+    }
+
+
+def fid_metrics(m: Metrics, kind: str, trial_id: str, org: torch.Tensor, recon: torch.Tensor, gen: torch.Tensor, gen_n: torch.Tensor) -> dict[str, float]:
+    """Org vs Gen, Org vs Recon, Recon vs Gen (Gen over all n, then per n) on one feature space."""
+    out = {f"fid_{kind}_org_recon": m.add(f"fid_{kind}_org_recon", fid(org, recon), trial_id=trial_id)}
+    if len(gen) >= 2:
+        out[f"fid_{kind}_org_gen"] = m.add(f"fid_{kind}_org_gen", fid(org, gen), trial_id=trial_id)
+        out[f"fid_{kind}_recon_gen"] = m.add(f"fid_{kind}_recon_gen", fid(recon, gen), trial_id=trial_id)
+    for n in sorted(set(gen_n.tolist())):
+        part = gen[gen_n == n]
+        if len(part) >= 2:
+            m.add(f"fid_{kind}_org_gen", fid(org, part), trial_id=trial_id, n=n)
+            m.add(f"fid_{kind}_recon_gen", fid(recon, part), trial_id=trial_id, n=n)
+    return out
+
+
+def class_metrics(m: Metrics, trial_id: str, gens: dict[str, Any], neutral: NeutralResNet, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Acceptance rates and the neutral classifier's accuracy on accepted generations; returns their features."""
+    summary: dict[str, Any] = {"accept_rate": m.add("accept_rate", gens["accepted"].float().mean(), trial_id=trial_id)}
+    logits, features = predict(neutral, gens["images"], device)
+    labels, ns = gens["class"][gens["accepted"]], gens["n"][gens["accepted"]]
+    correct = (logits.argmax(1) == labels).float()
+    if len(correct):
+        summary["neutral_acc_gen"] = m.add("neutral_acc_gen", correct.mean(), trial_id=trial_id)
+    summary["neutral_acc_gen_by_n"], summary["accept_rate_by_n"] = {}, {}
+    for n in sorted(set(gens["n"].tolist())):
+        in_n = gens["n"] == n
+        summary["accept_rate_by_n"][str(n)] = m.add("accept_rate", gens["accepted"][in_n].float().mean(), trial_id=trial_id, n=n)
+        m.add("accepted_count", int((ns == n).sum()), trial_id=trial_id, n=n)
+        if (ns == n).any():
+            summary["neutral_acc_gen_by_n"][str(n)] = m.add("neutral_acc_gen", correct[ns == n].mean(), trial_id=trial_id, n=n)
+        for c in sorted(set(gens["class"][in_n].tolist())):
+            m.add("accept_rate", gens["accepted"][in_n & (gens["class"] == c)].float().mean(), trial_id=trial_id, n=n, cls=c)
+            if ((ns == n) & (labels == c)).any():
+                m.add("neutral_acc_gen", correct[(ns == n) & (labels == c)].mean(), trial_id=trial_id, n=n, cls=c)
+    for c in sorted(set(labels.tolist())):
+        m.add("neutral_acc_gen", correct[labels == c].mean(), trial_id=trial_id, cls=c)
+    return features, summary
+
+
+def novelty_metrics(
+    ctx: StageContext, m: Metrics, trial_id: str, gen: torch.Tensor, settings: EvaluateSettings, device: torch.device
+) -> dict[str, float]:
+    """Nearest training image of sampled generations (and, for scale, of test images); writes figures/<trial>/novelty.png."""
+    train = ctx.data.train_x
+    summary: dict[str, float] = {}
+    for prefix, images in (("novelty_nn", gen), ("novelty_test_nn", ctx.data.test_x)):
+        queries = images[_sample(len(images), settings.novelty_samples, settings.seed)]
+        if not len(queries):
+            continue
+        index, distance = nearest_neighbours(queries, train, device)
+        similarity = ssim_pairs(queries, train[index], device)
+        summary[f"{prefix}_l2_mean"] = m.add(f"{prefix}_l2_mean", distance.mean(), trial_id=trial_id)
+        summary[f"{prefix}_ssim_mean"] = m.add(f"{prefix}_ssim_mean", similarity.mean(), trial_id=trial_id)
+        if prefix == "novelty_nn":
+            summary[f"{prefix}_l2_min"] = m.add(f"{prefix}_l2_min", distance.min(), trial_id=trial_id)
+            summary[f"{prefix}_ssim_max"] = m.add(f"{prefix}_ssim_max", similarity.max(), trial_id=trial_id)
+            k = settings.figure_pairs
+            figure = grid_png([list(queries[:k]), list(train[index[:k]])], row_labels=["generated", "nearest"])
+            write_bytes(figure, ctx.paths.inside(Path("figures") / trial_id / "novelty.png"))
+    return summary
+
+
+def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
+    settings = EvaluateSettings.from_spec(ctx.spec)
+    device = pick_device()
+    data = ctx.data
+    # Load the Inception file first, so a bad path fails before minutes of work.
+    inception = load_inception(settings.inception_weights) if settings.inception_weights else None
+    neutral_state, neutral_path, cached = ensure_neutral(ctx)
+    neutral = load_neutral(neutral_state, device)
+    m = Metrics(data.name)
+    test_logits, org_features = predict(neutral, data.test_x, device)
+    test_accuracy = m.add("neutral_test_accuracy", (test_logits.argmax(1) == data.test_y).float().mean())
+    org_inception = None
+    if inception is not None:
+        org_sample = data.test_x[_sample(len(data.test_x), settings.inception_images, settings.seed)]
+        org_inception = inception_features(inception, org_sample, device)
+    trials = {}
+    for trial_id, classifier_path in ctx.promoted_checkpoints().items():
+        classifier = load_classifier(load_checkpoint(classifier_path, "search"), device)
+        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "decoder"), device)
+        recon = decode_all(decoder, encode_all(classifier, data.test_x, device), device)
+        recon_logits, recon_features = predict(neutral, recon, device)
+        summary = {
+            "neutral_acc_recon": m.add("neutral_acc_recon", (recon_logits.argmax(1) == data.test_y).float().mean(), trial_id=trial_id),
+            "recon_mae": m.add("recon_mae", pixel_mae(recon, data.test_x), trial_id=trial_id),
+            "recon_ssim": m.add("recon_ssim", ssim_pairs(recon, data.test_x, device).mean(), trial_id=trial_id),
+        }
+        gens = generations_of(ctx, trial_id)
+        gen_features, class_summary = class_metrics(m, trial_id, gens, neutral, device)
+        summary.update(class_summary)
+        gen_n = gens["n"][gens["accepted"]]
+        summary.update(fid_metrics(m, "neutral", trial_id, org_features, recon_features, gen_features, gen_n))
+        if inception is not None:
+            recon_sample = recon[_sample(len(recon), settings.inception_images, settings.seed)]
+            gen_pick = _sample(len(gens["images"]), settings.inception_images, settings.seed)
+            summary.update(
+                fid_metrics(
+                    m,
+                    "inception",
+                    trial_id,
+                    org_inception,
+                    inception_features(inception, recon_sample, device),
+                    inception_features(inception, gens["images"][gen_pick], device),
+                    gen_n[gen_pick],
+                )
+            )
+        summary.update(novelty_metrics(ctx, m, trial_id, gens["images"], settings, device))
+        trials[trial_id] = summary
+        ctx.console.print(
+            f"evaluate {trial_id}: neutral acc on generations {summary.get('neutral_acc_gen', float('nan')):.3f}, "
+            f"in-domain FID org/gen {summary.get('fid_neutral_org_gen', float('nan')):.2f}, "
+            f"org/recon {summary['fid_neutral_org_recon']:.2f}, recon/gen {summary.get('fid_neutral_recon_gen', float('nan')):.2f}"
+        )
+    write_parquet(table_from_rows(m.rows, EVALUATION_COLUMNS), ctx.paths.inside(Path("evaluation.parquet")))
+    return {
+        "neutral": {"depth": neutral.config.depth, "test_accuracy": test_accuracy, "checkpoint": str(neutral_path), "from_cache": cached},
+        "inception": settings.inception_weights is not None,
+        "trials": trials,
+    }

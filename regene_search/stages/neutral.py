@@ -1,0 +1,227 @@
+"""The neutral classifier: a CIFAR-style ResNet v1 trained from scratch, cached per dataset.
+
+The paper judges generations with a classifier of an independent architecture (ResNet56v1),
+never the ReGene classifier itself, which would be circular. Here the depth is configurable
+(6k + 2 layers): by default ResNet-8 for the smoke budget, ResNet-20 for the default
+budget and the paper's ResNet-56 for the paper budget; `RunSpec.neutral_depth` overrides. Its pooled penultimate features feed the
+in-domain FID and, when no ImageNet VGG16 is on disk, the decoder's perceptual loss.
+
+One model is trained per (dataset, train size, epochs, depth, seed) and cached under
+`RESULTS_ROOT/<dataset>/_neutral/`, so runs on the same data reuse it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..augment import augment_batch
+from ..data.dataset import ImageData
+from ..errors import UserError
+from ..results import dataset_folder, write_bytes
+from ..trial import EVAL_BATCH, autocast, pick_device, to_float
+from .context import StageContext
+
+NEUTRAL_FORMAT = "regene-search/neutral-v1"
+DEFAULT_DEPTH = 20
+DEPTH_BY_BUDGET = {"smoke": 8, "default": 20, "paper": 56}
+CACHE_FOLDER = "_neutral"
+
+
+@dataclass(frozen=True)
+class NeutralConfig:
+    """ResNet v1 for small images (He et al. 2016, section 4.2): 3 stages of `(depth - 2) / 6`
+    basic blocks at widths w, 2w, 4w; stride 2 at the start of stages 2 and 3."""
+
+    image_size: int
+    channels: int
+    num_classes: int
+    depth: int = DEFAULT_DEPTH
+    width: int = 16
+
+    def __post_init__(self) -> None:
+        if self.depth < 8 or (self.depth - 2) % 6:
+            raise UserError(f"neutral ResNet depth must be 6k + 2 with k >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}")
+
+
+@dataclass(frozen=True)
+class NeutralTraining:
+    epochs: int
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        # Projection shortcut where the shape changes (option B of the ResNet paper).
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class NeutralResNet(nn.Module):
+    """Inputs are float images in [0, 1], normalised to [-1, 1] inside, like `models.Classifier`."""
+
+    def __init__(self, config: NeutralConfig) -> None:
+        super().__init__()
+        self.config = config
+        blocks = (config.depth - 2) // 6
+        w = config.width
+        self.stem = nn.Sequential(nn.Conv2d(config.channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.layer1 = self._stage(w, w, blocks, stride=1)
+        self.layer2 = self._stage(w, 2 * w, blocks, stride=2)
+        self.layer3 = self._stage(2 * w, 4 * w, blocks, stride=2)
+        self.fc = nn.Linear(4 * w, config.num_classes)
+
+    @staticmethod
+    def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(BasicBlock(cin, cout, stride), *(BasicBlock(cout, cout, 1) for _ in range(blocks - 1)))
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of stages 1 and 2: the taps of the perceptual loss (texture and shape)."""
+        x1 = self.layer1(self.stem(images * 2.0 - 1.0))
+        return [x1, self.layer2(x1)]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features (before `fc`): the embedding of the in-domain FID."""
+        return self.layer3(self.feature_maps(images)[1]).mean((2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(images))
+
+
+def train_neutral(data: ImageData, config: NeutralConfig, training: NeutralTraining, device: torch.device | None = None) -> dict[str, Any]:
+    """Train from scratch on the train split; return a checkpoint dict with its test accuracy."""
+    device = device or pick_device()
+    torch.manual_seed(training.seed)
+    model = NeutralResNet(config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    steps = max(1, training.epochs * math.ceil(len(data.train_x) / training.batch_size))
+    warmup = max(1, steps // 5)
+    # Linear warm-up, then cosine decay; defined for any number of steps, even one.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    gen = torch.Generator().manual_seed(training.seed + 17)
+    for _ in range(training.epochs):
+        model.train()
+        for idx in torch.randperm(len(train_x), generator=gen).to(device).split(training.batch_size):
+            # Translations only: flips would be wrong for digits and the model serves every dataset.
+            images = augment_batch(to_float(train_x[idx], device), hflip=False, generator=gen)
+            with autocast(device):
+                loss = F.cross_entropy(model(images), train_y[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    model.eval()
+    logits, _ = predict(model, data.test_x, device)
+    return {
+        "format": NEUTRAL_FORMAT,
+        "config": dataclasses.asdict(config),
+        "training": dataclasses.asdict(training),
+        "model": {k: v.cpu() for k, v in model.state_dict().items()},
+        "train_images": len(data.train_x),
+        "test_accuracy": float((logits.argmax(1) == data.test_y).float().mean()) if len(data.test_y) else float("nan"),
+    }
+
+
+def load_neutral(state: dict[str, Any], device: torch.device | str = "cpu") -> NeutralResNet:
+    if state.get("format") != NEUTRAL_FORMAT:
+        raise ValueError(f"not a regene-search neutral classifier checkpoint (format={state.get('format')!r})")
+    model = NeutralResNet(NeutralConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict(model: NeutralResNet, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> (logits, pooled features), both float32 on the CPU."""
+    logits, features = [], []
+    for start in range(0, len(images), EVAL_BATCH):
+        with autocast(device):
+            feats = model.features(to_float(images[start : start + EVAL_BATCH], device))
+            logits.append(model.fc(feats).float().cpu())
+        features.append(feats.float().cpu())
+    if not logits:
+        return torch.zeros(0, model.config.num_classes), torch.zeros(0, model.fc.in_features)
+    return torch.cat(logits), torch.cat(features)
+
+
+def cache_path(ctx: StageContext, config: NeutralConfig, training: NeutralTraining) -> Path:
+    """`RESULTS_ROOT/<dataset>/_neutral/neutral-<hash>.pt`, keyed by everything that shapes the model."""
+    key = {
+        "format": NEUTRAL_FORMAT,
+        "dataset": ctx.spec.dataset,
+        "train_images": len(ctx.data.train_x),
+        "config": dataclasses.asdict(config),
+        "training": dataclasses.asdict(training),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(ctx.spec.results_root).resolve() / dataset_folder(ctx.spec.dataset) / CACHE_FOLDER / f"neutral-{digest}.pt"
+
+
+def neutral_setup(ctx: StageContext) -> tuple[NeutralConfig, NeutralTraining]:
+    data = ctx.data
+    config = NeutralConfig(
+        image_size=data.image_size,
+        channels=data.channels,
+        num_classes=data.num_classes,
+        depth=ctx.spec.neutral_depth or DEPTH_BY_BUDGET.get(ctx.spec.budget, DEFAULT_DEPTH),
+    )
+    return config, NeutralTraining(epochs=ctx.spec.resolved_budget.neutral_epochs, seed=ctx.spec.seed)
+
+
+def _train_task(data: ImageData, config: NeutralConfig, training: NeutralTraining, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return train_neutral(data, config, training)
+
+
+def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Path, bool]:
+    """The cached neutral checkpoint of this dataset, training it first (on the cluster) if absent.
+
+    Returns (checkpoint, its path, whether it came from the cache). An unreadable cache file is
+    retrained and replaced.
+    """
+    config, training = neutral_setup(ctx)
+    path = cache_path(ctx, config, training)
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            load_neutral(state)
+            return state, path, True
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
+            ctx.console.print(f"neutral: cache {path} unreadable ({type(exc).__name__}), retraining")
+    ctx.console.print(f"neutral: training ResNet-{config.depth} for {training.epochs} epochs on {len(ctx.data.train_x)} images")
+    if ray.is_initialized():
+        task = ray.remote(num_cpus=ctx.spec.cpus_per_trial, num_gpus=ctx.spec.gpus_per_trial)(_train_task)
+        state = ray.get(task.remote(ray.put(ctx.data), config, training, max(1, int(round(ctx.spec.cpus_per_trial)))))
+    else:
+        state = train_neutral(ctx.data, config, training)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(buffer.getvalue(), path)
+    return state, path, False

@@ -1,0 +1,115 @@
+"""Decoder loss schedule, perceptual backbones and a short training run on real MNIST."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torchvision
+
+from regene_search.errors import UserError
+from regene_search.stages.decoder import DecoderTraining, decode_all, load_decoder, perceptual_backbone, train_decoder
+from regene_search.stages.losses import (
+    NEUTRAL_BACKBONE,
+    VGG_BACKBONE,
+    LossSchedule,
+    build_taps,
+    load_vgg_state,
+    perceptual_loss,
+    ssim_loss,
+    ssim_window,
+)
+from regene_search.stages.neutral import NeutralConfig, NeutralResNet, NeutralTraining, train_neutral
+from regene_search.trial import encode_all, load_classifier
+
+
+def test_schedule_starts_high_decays_to_the_end_values_and_keeps_mae_constant():
+    schedule = LossSchedule(mae=1.0, ssim_start=1.0, ssim_end=0.1, perceptual_start=0.8, perceptual_end=0.0)
+    weights = [schedule.weights(epoch, 6) for epoch in range(1, 7)]
+    assert weights[0] == (1.0, 1.0, 0.8)
+    assert weights[-1] == pytest.approx((1.0, 0.1, 0.0))
+    assert all(w[0] == 1.0 for w in weights)
+    for earlier, later in zip(weights, weights[1:]):
+        assert later[1] < earlier[1] and later[2] < earlier[2]
+    assert schedule.weights(1, 1) == (1.0, 1.0, 0.8)
+
+
+def test_ssim_window_by_resolution_and_ssim_loss_of_identical_images_is_zero():
+    assert (ssim_window(28), ssim_window(32), ssim_window(64)) == (7, 7, 11)
+    x = torch.rand(4, 1, 28, 28)
+    assert float(ssim_loss(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(ssim_loss(x, torch.rand(4, 1, 28, 28))) > 0.5
+
+
+def _vgg_features_file(tmp_path):
+    """torchvision's own VGG16 feature layers, randomly initialised, saved as a `features.*` state dict."""
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    path = tmp_path / "vgg16-features.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path, features
+
+
+def test_vgg_weights_load_into_torchvision_layout_and_tap_relu_layers(tmp_path):
+    path, features = _vgg_features_file(tmp_path)
+    taps = build_taps({"name": VGG_BACKBONE, "state": load_vgg_state(path)})
+    images = torch.rand(2, 1, 28, 28)
+    got = taps(images)
+    assert [t.shape[1:] for t in got] == [(64, 28, 28), (128, 14, 14), (256, 7, 7)]
+    # The relu3_3 tap equals torchvision's own layers 0..15 on the same normalised input.
+    normalised = (images.expand(-1, 3, -1, -1) - taps.mean) / taps.std
+    torch.testing.assert_close(got[-1], features[:16](normalised))
+    assert float(perceptual_loss(taps, images, images)) == pytest.approx(0.0, abs=1e-6)
+    assert float(perceptual_loss(taps, images, torch.rand(2, 1, 28, 28))) > 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"not a torch file", "not a loadable state dict"), (None, "does not exist"), ({"features.0.weight": torch.zeros(3)}, "lacks features.0.weight")],
+)
+def test_bad_vgg_weights_are_a_user_error(tmp_path, content, message):
+    path = tmp_path / "vgg.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(UserError, match=message):
+        load_vgg_state(path)
+
+
+def test_backbone_is_vgg_when_weights_are_given(tmp_path):
+    path, _ = _vgg_features_file(tmp_path)
+    ctx = SimpleNamespace(spec=SimpleNamespace(vgg_weights=str(path)))
+    backbone, source = perceptual_backbone(ctx)
+    assert backbone["name"] == VGG_BACKBONE and source == str(path)
+
+
+def test_neutral_resnet_shapes_and_depth_validation():
+    model = NeutralResNet(NeutralConfig(image_size=28, channels=1, num_classes=10, depth=8))
+    x = torch.rand(3, 1, 28, 28)
+    assert [f.shape[1:] for f in model.feature_maps(x)] == [(16, 28, 28), (32, 14, 14)]
+    assert model.features(x).shape == (3, 64) and model(x).shape == (3, 10)
+    with pytest.raises(UserError, match="6k"):
+        NeutralConfig(image_size=28, channels=1, num_classes=10, depth=10)
+
+
+def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_checkpoint, cpu_threads):
+    data = mnist_2k.subset(train=256, val=128, seed=1)
+    neutral = train_neutral(data, NeutralConfig(28, 1, 10, depth=8), NeutralTraining(epochs=1))
+    training = DecoderTraining(epochs=4, batch_size=32, lr=3e-3)
+    checkpoint, rows = train_decoder(data, "t1", encoder_checkpoint, training, {"name": NEUTRAL_BACKBONE, "state": neutral})
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["loss_mae"] < rows[0]["loss_mae"] and rows[-1]["loss_ssim"] < rows[0]["loss_ssim"]
+    assert rows[-1]["val_mae"] < rows[0]["val_mae"]
+    assert {r["perceptual_backbone"] for r in rows} == {NEUTRAL_BACKBONE}
+
+    # The checkpoint loads with weights_only and decodes the same as in training.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    decoder = load_decoder(torch.load(buffer, weights_only=True))
+    latents = encode_all(load_classifier(encoder_checkpoint), data.val_x[:8], torch.device("cpu"))
+    images = decode_all(decoder, latents, torch.device("cpu"))
+    assert images.dtype == torch.uint8 and images.shape == (8, 1, 28, 28)
+    assert checkpoint["encoder_trial_id"] == "t1" and checkpoint["decoder_config"]["base_width"] == 16

@@ -1,0 +1,113 @@
+"""Convex weights, class thresholds and the two-step filter of the generate stage."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from regene_search.errors import UserError
+from regene_search.stages.generate import (
+    GenerateSettings,
+    TrainLatents,
+    acceptance,
+    class_thresholds,
+    convex_weights,
+    interpolation_pairs,
+    sample_plan,
+    true_class_confidence,
+    two_step_accept,
+)
+from regene_search.trial import encode_all, load_classifier
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 12),
+    count=st.integers(1, 40),
+    kind=st.sampled_from(["uniform", "dirichlet"]),
+    alpha=st.floats(0.01, 50.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_convex_weights_are_nonnegative_and_sum_to_one(n, count, kind, alpha, seed):
+    weights = convex_weights(np.random.default_rng(seed), count, n, kind=kind, alpha=alpha)
+    assert weights.shape == (count, n)
+    assert np.all(weights >= 0) and np.all(np.isfinite(weights))
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-12)
+
+
+def test_uniform_weights_are_one_over_n_and_dirichlet_is_seeded():
+    np.testing.assert_array_equal(convex_weights(np.random.default_rng(0), 3, 5), np.full((3, 5), 0.2))
+    a = convex_weights(np.random.default_rng(4), 6, 3, kind="dirichlet", alpha=0.5)
+    b = convex_weights(np.random.default_rng(4), 6, 3, kind="dirichlet", alpha=0.5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, 1 / 3)
+
+
+def test_threshold_is_the_mean_holdout_confidence_of_each_class():
+    confidence = torch.tensor([0.9, 0.7, 0.6, 1.0, 0.2])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    thresholds = class_thresholds(confidence, labels, num_classes=3)
+    assert thresholds[:2].tolist() == pytest.approx([0.8, 0.6])
+    assert math.isnan(thresholds[2])  # no holdout sample: accepts nothing
+
+
+def test_true_class_confidence_is_the_softmax_probability_of_the_given_class():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    got = true_class_confidence(logits, torch.tensor([0, 1]))
+    assert got.tolist() == pytest.approx([math.exp(2) / (math.exp(2) + 1), 0.5])
+
+
+def test_accepted_iff_both_confidences_reach_the_class_threshold():
+    latent = torch.tensor([0.95, 0.95, 0.50, 0.80, 0.80, 0.99])
+    image = torch.tensor([0.95, 0.50, 0.95, 0.80, 0.79, 0.99])
+    threshold = torch.tensor([0.9, 0.9, 0.9, 0.8, 0.8, float("nan")])
+    assert two_step_accept(latent, image, threshold).tolist() == [True, False, False, True, False, False]
+
+
+def test_acceptance_rates_per_n_and_class():
+    rows = [{"n": n, "class": c, "accepted": ok} for n, c, ok in [(2, 0, True), (2, 0, False), (2, 1, True), (3, 0, False)]]
+    rates = acceptance(rows)
+    assert rates["generated"] == 4 and rates["accepted"] == 2 and rates["accept_rate"] == 0.5
+    assert rates["accept_rate_by_n"] == {"2": pytest.approx(2 / 3), "3": 0.0}
+    assert rates["accept_rate_by_n_class"]["2"] == {"0": 0.5, "1": 1.0}
+    assert rates["accept_rate_by_n_class"]["3"] == {"0": 0.0, "1": None}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"ns": (1, 2)}, ">= 2"), ({"weights": "softmax"}, "uniform, dirichlet"), ({"dirichlet_alpha": 0.0}, "alpha"), ({"threshold": 1.5}, r"\[0, 1\]")],
+)
+def test_bad_generate_settings_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        GenerateSettings(**kwargs)
+
+
+def test_plan_draws_distinct_same_class_sources_reproducibly(mnist_2k):
+    ctx = SimpleNamespace(data=mnist_2k, console=Console(quiet=True))
+    settings = GenerateSettings(ns=(2, 5), per_class=7, weights="dirichlet", seed=5)
+    plan = sample_plan(ctx, settings)
+    assert sorted(plan) == [(c, n) for c in range(10) for n in (2, 5)]
+    for (c, n), (sources, weights) in plan.items():
+        assert sources.shape == weights.shape == (7, n)
+        assert all(len(set(row)) == n for row in sources.tolist())
+        assert (mnist_2k.train_y[torch.from_numpy(sources)] == c).all()
+    again = sample_plan(ctx, settings)
+    assert all(np.array_equal(plan[k][0], again[k][0]) and np.array_equal(plan[k][1], again[k][1]) for k in plan)
+    pairs = interpolation_pairs(ctx, seed=5)
+    assert all(a != b and mnist_2k.train_y[a] == mnist_2k.train_y[b] == c for c, (a, b) in pairs.items())
+
+
+def test_train_latents_encode_only_the_used_images_and_match_the_full_encoding(mnist_2k, encoder_checkpoint):
+    classifier = load_classifier(encoder_checkpoint)
+    indices = np.array([[5, 17], [17, 3], [900, 5]])
+    latents = TrainLatents(classifier, mnist_2k.train_x, indices, torch.device("cpu"))
+    assert latents.latents.shape[0] == 4
+    full = encode_all(classifier, mnist_2k.train_x[:901], torch.device("cpu"))
+    torch.testing.assert_close(latents[indices], full[torch.from_numpy(indices)], atol=1e-5, rtol=1e-5)
