@@ -177,7 +177,7 @@ def print_run(run_dir: Path, console: Console) -> None:
         table.add_column(column)
     for stage in spec.get("stages", []):
         info = stages.get(stage, {})
-        summary = ", ".join(f"{k}={_short(v)}" for k, v in (info.get("summary") or {}).items())
+        summary = "  ".join(headline(info.get("summary") or {}))
         seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""
         table.add_row(stage, info.get("status", "not started"), seconds, escape(summary))
     console.print(table)
@@ -188,9 +188,22 @@ def print_run(run_dir: Path, console: Console) -> None:
     console.print("figures: " + escape(", ".join(map(str, figures)) if figures else "none yet"))
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and len(value) > 4:
-        return f"[{len(value)} items]"
-    return str(value)
+_DETAIL_KEYS = ("by_n_class", "figures", "thresholds", "checkpoint", "source", "seconds")
+
+
+def headline(summary: dict[str, Any], prefix: str = "") -> list[str]:
+    """The scalar figures of a stage summary as `key=value`, nested keys dotted; detail left to stages.json."""
+    items = []
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if any(detail in str(key) for detail in _DETAIL_KEYS):
+            continue
+        if isinstance(value, dict):
+            items += headline(value, name + ".")
+        elif isinstance(value, float):
+            items.append(f"{name}={value:.4g}")
+        elif isinstance(value, (int, str, bool)):
+            items.append(f"{name}={value}")
+        elif isinstance(value, (list, tuple)) and len(value) <= 4:
+            items.append(f"{name}={','.join(map(str, value))}")
+    return items

@@ -40,7 +40,7 @@ class LiveProgress(tune.Callback):
 
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()
-        self.live = Live(self._render(0), console=Console(stderr=True), refresh_per_second=2, transient=False)
+        self.live = Live(self._render(0), console=Console(), refresh_per_second=2, transient=False)
         self.live.start()
 
     def _render(self, running: int) -> Text:
