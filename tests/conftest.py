@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLI = [sys.executable, "-m", "regene_search.cli"]
 
 
 def mnist_available() -> bool:
@@ -46,3 +50,29 @@ def ray_instance(monkeypatch):
         yield temp_dir
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_search_run(tmp_path_factory):
+    """`regene-search run mnist --budget smoke --stages search` (4 trials) through the console script.
+
+    Shared by the search-stage tests and the pipeline tests, which continue the same run.
+    """
+    if not mnist_available():
+        pytest.skip(f"real MNIST copy not found at {SHARED_DATA}")
+    from .raycleanup import stop_ray_processes
+
+    results = tmp_path_factory.mktemp("results")
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search",
+             "--trials", "4", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
+            capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "120"},
+        )
+    finally:
+        stop_ray_processes(ray_tmp)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results / "mnist" / "smoke", proc, seconds

@@ -12,9 +12,8 @@ import pytest
 
 from regene_search.cli import main
 
-from .conftest import SHARED_DATA
+from .conftest import CLI, SHARED_DATA
 
-CLI = [sys.executable, "-m", "regene_search.cli"]
 
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -13,12 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import SHARED_DATA, needs_mnist
+from .conftest import CLI, SHARED_DATA, needs_mnist
 from .raycleanup import pids_using, stop_ray_processes
 
 pytestmark = [pytest.mark.slow, needs_mnist]
 
-CLI = [sys.executable, "-m", "regene_search.cli"]
 SMOKE_SEARCH = ["run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search", "--trials", "4"]
 
 

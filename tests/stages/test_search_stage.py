@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,43 +16,21 @@ import torch
 from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
 from regene_search.trial import load_classifier
 
-from ..conftest import SHARED_DATA, needs_mnist
-from ..raycleanup import stop_ray_processes
-
-CLI = [sys.executable, "-m", "regene_search.cli"]
-
-
-@pytest.fixture(scope="module")
-def search_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search",
-             "--trials", "4", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"},
-        )
-    finally:
-        stop_ray_processes(ray_tmp)
-    seconds = time.monotonic() - started
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results / "mnist" / "smoke", proc, seconds
-
+from ..conftest import CLI, needs_mnist
 
 pytestmark = [pytest.mark.slow, needs_mnist]
 
 
-def test_search_prints_the_dashboard_url_and_a_summary(search_run):
-    _, proc, seconds = search_run
+def test_search_prints_the_dashboard_url_and_a_summary(smoke_search_run):
+    _, proc, seconds = smoke_search_run
     out = proc.stdout + proc.stderr
     assert "dashboard: http://127.0.0.1:" in out
     assert "search: 4/4 trials completed" in out
     assert seconds < 300
 
 
-def test_all_files_are_written_with_the_documented_columns(search_run):
-    run_dir, _, _ = search_run
+def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
+    run_dir, _, _ = smoke_search_run
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS.names
     assert {"param_blocks", "param_lr", "param_latent_activation", "param_augment"} <= set(trials.columns)
@@ -89,8 +64,8 @@ def test_all_files_are_written_with_the_documented_columns(search_run):
     assert load_classifier(state)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
 
 
-def test_pareto_command_prints_the_front_json_and_plot(search_run, tmp_path):
-    run_dir, _, _ = search_run
+def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_path):
+    run_dir, _, _ = smoke_search_run
     table = subprocess.run([*CLI, "pareto", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     assert "Pareto front" in table.stdout and "★" in table.stdout and "Hypervolume" in table.stdout
