@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import platform
 import subprocess
@@ -55,7 +56,7 @@ def run_record(spec: RunSpec) -> dict[str, Any]:
     """The content of run.json: resolved config, search space, versions, seed, git commit."""
     return {
         "spec": spec.to_json(),
-        "budget": spec.resolved_budget.__dict__ | {"probe": spec.resolved_budget.probe.__dict__},
+        "budget": dataclasses.asdict(spec.resolved_budget),
         "space": load_space(Path(spec.space_path)).to_json(),
         "seed": spec.seed,
         "versions": {
