@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..trial import autocast, to_float
+from ..weights import load_state_dict_file
 
 INCEPTION_SIZE = 299
 INCEPTION_BATCH = 32
@@ -77,14 +78,7 @@ def load_inception(path: str | Path) -> nn.Module:
     `UserError`.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"Inception weights file {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"Inception weights file {path} is not a loadable state dict ({_first_line(exc)})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"Inception weights file {path} holds a {type(state).__name__}, not a state dict")
+    state = load_state_dict_file(path, "Inception weights")
     model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.AuxLogits = None  # only used in training mode; absent from the features we need
     model.fc = nn.Identity()

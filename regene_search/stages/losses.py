@@ -19,6 +19,7 @@ from pytorch_msssim import ssim
 from torch import nn
 
 from ..errors import UserError
+from ..weights import load_state_dict_file
 from .neutral import load_neutral
 
 VGG_BACKBONE = "vgg16-imagenet"
@@ -110,14 +111,7 @@ def load_vgg_state(path: Path) -> dict[str, torch.Tensor]:
     Accepts a whole `vgg16-397923af.pth` or a file holding only its `features.*` tensors.
     A missing, corrupt or mismatched file is a `UserError`.
     """
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"VGG16 weights file {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"VGG16 weights file {path} is not a loadable state dict: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not isinstance(loaded, dict):
-        raise UserError(f"VGG16 weights file {path} holds a {type(loaded).__name__}, not a state dict")
+    loaded = load_state_dict_file(path, "VGG16 weights")
     state = {}
     for index, cin, cout in VGG_CONVS:
         for name, shape in (("weight", (cout, cin, 3, 3)), ("bias", (cout,))):
