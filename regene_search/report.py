@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .config import STAGES
 from .errors import RunDirError
 from .results import RunPaths, read_json, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
@@ -175,7 +176,7 @@ def print_run(run_dir: Path, console: Console) -> None:
     table = Table(title="stages")
     for column in ("stage", "status", "seconds", "summary"):
         table.add_column(column)
-    for stage in spec.get("stages", []):
+    for stage in STAGES:
         info = stages.get(stage, {})
         summary = "  ".join(headline(info.get("summary") or {}))
         seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""

@@ -30,7 +30,7 @@ from .models import Classifier, Decoder, EncoderConfig
 
 CHECKPOINT_FORMAT = "regene-search/classifier-v1"
 SPARSITY_ATOL = 1e-6
-EVAL_BATCH = 512
+EVAL_BATCH = 128  # larger batches ran slower on CPU (benchmarks/README.md); GPUs barely care
 
 
 def pick_device() -> torch.device:
@@ -43,9 +43,9 @@ def autocast(device: torch.device):
 
 
 def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [0, 1] on `device` (channels_last on CUDA)."""
+    """uint8 (N, C, H, W) -> float in [0, 1] on `device`, channels_last (faster convs on GPUs and on CPU)."""
     x = images.to(device, non_blocking=True).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class TrialDiverged(RuntimeError):
@@ -208,8 +208,7 @@ def run_trial(
     device = device or pick_device()
     torch.manual_seed(setup.seed)
     model = Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(config.epochs * steps_per_epoch))
