@@ -10,6 +10,11 @@ LATENT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid", "identity
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
 
 
+def _check_image_size(size: int) -> None:
+    if size not in SUPPORTED_IMAGE_SIZES:
+        raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {size}")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Architecture of the classifier. `blocks` conv blocks, each ending in a 2x2 max-pool."""
@@ -25,8 +30,7 @@ class EncoderConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
+        _check_image_size(self.image_size)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.latent_activation not in LATENT_ACTIVATIONS:
@@ -50,8 +54,7 @@ class DecoderConfig:
     max_blocks: int = 4
 
     def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
+        _check_image_size(self.image_size)
 
     @property
     def up_blocks(self) -> int:

@@ -8,16 +8,24 @@ import time
 from pathlib import Path
 
 
+def _names(arg: str, path: str) -> bool:
+    """True if one command-line argument names `path` (exactly, as `x=path`, or below it).
+
+    Whole-argument matching, so /tmp/rs-ab never matches another test's /tmp/rs-abc.
+    """
+    return arg == path or arg.endswith("=" + path) or (path + "/") in arg
+
+
 def pids_using(temp_dir: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if temp_dir in cmdline:
+        if any(_names(arg, temp_dir) for arg in args):
             pids.append(int(proc.name))
     return pids
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+
+from .raycleanup import pids_using, stop_ray_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ROOT / "runners"
@@ -167,38 +167,6 @@ def test_readme_covers_every_recipe():
 # ---- real runs on loopback -----------------------------------------------------------
 
 
-def _args_name(arg: str, path: str) -> bool:
-    """True if one command-line argument names `path` (exactly, as `x=path`, or below it)."""
-    return arg == path or arg.endswith("=" + path) or (path + "/") in arg
-
-
-def pids_naming(path: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if any(_args_name(arg, path) for arg in args):
-            pids.append(int(proc.name))
-    return pids
-
-
-def kill_leftovers(path: str) -> None:
-    """Last resort after a failed test: the processes that name our temp dir, never by name."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids_naming(path):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while pids_naming(path) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 def _listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -267,8 +235,8 @@ def test_local_cluster_start_status_stop():
         assert refused.returncode != 0
     finally:
         stop = subprocess.run([str(LOCAL_CLUSTER), "stop"], capture_output=True, text=True, env=env, timeout=180)
-        leftovers = pids_naming(temp_dir)
-        kill_leftovers(temp_dir)
+        leftovers = pids_using(temp_dir)
+        stop_ray_processes(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert stop.returncode == 0, stop.stderr + stop.stdout
     assert leftovers == []
@@ -343,9 +311,9 @@ def test_sbatch_script_runs_a_search_on_fake_slurm(tmp_path):
             cwd=tmp_path,
             timeout=840,
         )
-        leftovers = pids_naming(temp_dir)
+        leftovers = pids_using(temp_dir)
     finally:
-        kill_leftovers(temp_dir)
+        stop_ray_processes(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Ray worker on n1 (127.0.0.3)" in proc.stdout
