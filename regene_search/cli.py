@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="data subset, epochs, trials and probe size")
     run.add_argument("--trials", type=_positive_int, help="number of trials (default: the budget's)")
     run.add_argument("--space", help="search-space TOML (default: search_spaces/DATASET.toml)")
-    run.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+    run.add_argument(
+        "--results", default=DEFAULT_RESULTS, help="results root: a folder or a pyarrow.fs URI such as s3://bucket/prefix (default: results/)"
+    )
     run.add_argument("--name", help="run name (default: a timestamp)")
     run.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)")
     run.add_argument("--cpus-per-trial", type=_non_negative_float, default=1.0)
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--promote-weights", type=_weights, help="weights for --promote weighted: ACC,MAE,SPARSITY")
     run.add_argument("--promote-top", type=_positive_int, default=1, help="promote the K best encoders")
     run.add_argument("--stages", type=_stages, help=f"comma-separated subset of {','.join(STAGES)} (default: all; on --resume: the run's)")
-    run.add_argument("--resume", help="continue the run in this folder; finished stages are not redone")
+    run.add_argument("--resume", help="continue the run in this folder or URI; finished stages are not redone")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
@@ -136,6 +138,14 @@ def _existing_file(path: str | None, flag: str) -> str | None:
     return str(Path(path).resolve())
 
 
+def _results_root(text: str) -> str:
+    """A local root is stored resolved; a URI as typed, since its query may carry filesystem options."""
+    from .storage import Location
+
+    root = Location.of(text)
+    return str(root) if root.is_local else text
+
+
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     from .data import dataset_info
     from .search.space import default_space_path, load_space
@@ -156,7 +166,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
         budget=args.budget,
         name=args.name or time.strftime("%Y%m%d-%H%M%S"),
-        results_root=str(Path(args.results).resolve()),
+        results_root=_results_root(args.results),
         space_path=str(space.resolve()),
         seed=args.seed,
         trials=args.trials,
@@ -199,13 +209,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from .results import RunPaths, read_json
 
     if args.resume:
-        paths = RunPaths.existing(Path(args.resume))
+        paths = RunPaths.existing(args.resume)
         spec = RunSpec.from_json(read_json(paths.run_json)["spec"])
         if args.stages:
             spec = dataclasses.replace(spec, stages=args.stages)
     else:
         spec = _spec_from_args(args)
-        paths = RunPaths.plan(Path(spec.results_root), spec.dataset, spec.name)
+        paths = RunPaths.plan(spec.results_root, spec.dataset, spec.name)
     if not is_loopback(args.dashboard_host):
         console.print(
             f"[bold red]WARNING: the Ray dashboard will listen on {args.dashboard_host}. Anyone who can reach it can "
@@ -224,7 +234,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 def _pareto(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
-    front = report.load_front(Path(args.run_dir))
+    front = report.load_front(args.run_dir)
     if args.json:
         print(report.front_json(front))
     else:
@@ -239,7 +249,7 @@ def _pareto(args: argparse.Namespace, console: Console) -> int:
 def _show(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
-    report.print_run(Path(args.run_dir), console)
+    report.print_run(args.run_dir, console)
     return 0
 
 

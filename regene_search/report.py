@@ -18,6 +18,7 @@ from .config import STAGES
 from .errors import RunDirError
 from .results import RunPaths, read_json, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
+from .storage import Location
 
 _OBJECTIVE_LABELS = {"accuracy": "accuracy ↑", "decoder_mae": "decoder MAE ↓", "latent_sparsity": "sparsity ↓"}
 _COLUMN_LABELS = {"accuracy": "acc ↑", "decoder_mae": "MAE ↓", "latent_sparsity": "sparse ↓"}
@@ -25,7 +26,7 @@ _COLUMN_LABELS = {"accuracy": "acc ↑", "decoder_mae": "MAE ↓", "latent_spars
 
 @dataclass(frozen=True)
 class Front:
-    run_dir: Path
+    run_dir: Location
     pareto: list[dict[str, Any]]
     hypervolume: list[dict[str, Any]]
     trials: dict[str, dict[str, Any]]
@@ -41,13 +42,13 @@ class Front:
         return sorted(rows, key=lambda r: (-r["accuracy"], r["decoder_mae"], r["latent_sparsity"]))
 
 
-def _require_columns(table: pa.Table, columns: list[str], path: Path) -> None:
+def _require_columns(table: pa.Table, columns: list[str], path: Location) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise RunDirError(f"{path} lacks column(s) {', '.join(missing)}: not a regene-search file")
 
 
-def load_front(run_dir: Path) -> Front:
+def load_front(run_dir: Location | str) -> Front:
     paths = RunPaths.existing(run_dir)
     if not paths.pareto.exists():
         raise RunDirError(f"{paths.dir} has no pareto.parquet yet: the search stage has not finished")
@@ -166,7 +167,7 @@ def print_datasets(console: Console) -> None:
     console.print(table)
 
 
-def print_run(run_dir: Path, console: Console) -> None:
+def print_run(run_dir: Location | str, console: Console) -> None:
     """Every stage's status and summary, the run's files and its figures."""
     paths = RunPaths.existing(run_dir)
     record = read_json(paths.run_json)
@@ -182,10 +183,10 @@ def print_run(run_dir: Path, console: Console) -> None:
         seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""
         table.add_row(stage, info.get("status", "not started"), seconds, escape(summary))
     console.print(table)
-    for parquet in sorted(paths.dir.glob("*.parquet")):
-        rows = read_parquet(parquet).num_rows
-        console.print(f"  {parquet.name}: {rows} rows")
-    figures = sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*.png"))
+    files = [f.relative_to(paths.dir) for f in paths.dir.files()]
+    for name in (f for f in files if f.endswith(".parquet") and "/" not in f):
+        console.print(f"  {name}: {read_parquet(paths.dir / name).num_rows} rows")
+    figures = [f for f in files if f.endswith(".png")]
     console.print("figures: " + escape(", ".join(map(str, figures)) if figures else "none yet"))
 
 

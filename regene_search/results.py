@@ -1,11 +1,11 @@
-"""Run-folder layout, Parquet schemas and atomic writes. Every file a run writes goes through here."""
+"""Run-folder layout, Parquet schemas, and reading and writing a run's files (always through `storage.Location`)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunDirError, UserError
+from .storage import Location
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -90,27 +91,29 @@ def dataset_folder(dataset: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where each file of one run lives: `ROOT/DATASET/NAME/`."""
+    """Where each file of one run lives: `ROOT/DATASET/NAME/`, on local disk or a `pyarrow.fs` URI."""
 
-    dir: Path
+    dir: Location
 
     @classmethod
-    def plan(cls, root: Path, dataset: str, name: str) -> RunPaths:
+    def plan(cls, root: Location | str | os.PathLike, dataset: str, name: str) -> RunPaths:
         """The folder a new run will use, checked but not created: nothing is written before the run starts."""
         validate_run_name(name)
-        root = Path(root).resolve()
-        run_dir = (root / dataset_folder(dataset) / name).resolve()
-        if root not in run_dir.parents:
+        root = Location.of(root)
+        run_dir = root / dataset_folder(dataset) / name
+        if run_dir == root or not run_dir.is_within(root):
             raise UserError(f"run folder {run_dir} would be outside the results root {root}")
-        if (run_dir / "run.json").exists():
+        try:
+            taken = (run_dir / "run.json").exists()
+        except OSError as exc:
+            raise UserError(f"results root {root} is not reachable: {str(exc).splitlines()[0]}") from None
+        if taken:
             raise UserError(f"run folder {run_dir} already holds a run: pick another --name or continue it with --resume")
-        existing = next(p for p in (root, *root.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f"results root {root} is not writable")
+        root.check_writable()
         return cls(run_dir)
 
     @classmethod
-    def create(cls, root: Path, dataset: str, name: str) -> RunPaths:
+    def create(cls, root: Location | str | os.PathLike, dataset: str, name: str) -> RunPaths:
         """Plan the run folder and make it."""
         paths = cls.plan(root, dataset, name)
         paths.make()
@@ -118,17 +121,21 @@ class RunPaths:
 
     def make(self) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.make_dir()
         except OSError as exc:
-            raise UserError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot create the run folder {self.dir}: {getattr(exc, 'strerror', None) or exc}") from None
 
     @classmethod
-    def existing(cls, run_dir: Path) -> RunPaths:
+    def existing(cls, run_dir: Location | str | os.PathLike) -> RunPaths:
         """An existing run folder; it must hold `run.json`."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "run.json").is_file():
+        run_dir = Location.of(run_dir)
+        try:
+            found = (run_dir / "run.json").is_file()
+        except OSError as exc:
+            raise RunDirError(f"{run_dir} is not reachable: {str(exc).splitlines()[0]}") from None
+        if not found:
             raise RunDirError(f"{run_dir} is not a regene-search run folder (no run.json)")
-        return cls(run_dir.resolve())
+        return cls(run_dir)
 
     run_json = property(lambda self: self.dir / "run.json")
     trials = property(lambda self: self.dir / "trials.parquet")
@@ -142,57 +149,62 @@ class RunPaths:
     checkpoints = property(lambda self: self.dir / "checkpoints")
     figures = property(lambda self: self.dir / "figures")
     stages_json = property(lambda self: self.dir / "stages.json")
+    # Shared by every run of the dataset under the same root (the neutral classifier's cache).
+    dataset_dir = property(lambda self: self.dir.parent)
 
-    def inside(self, path: Path) -> Path:
-        """`path` resolved, guaranteed to stay inside the run folder."""
-        resolved = (self.dir / path).resolve()
-        if resolved != self.dir and self.dir not in resolved.parents:
-            raise UserError(f"refusing to write {resolved}: outside the run folder {self.dir}")
-        return resolved
+    def inside(self, path: str | os.PathLike) -> Location:
+        """`path` under the run folder, guaranteed to stay inside it."""
+        target = self.dir / path
+        if target == self.dir or not target.is_within(self.dir):
+            raise UserError(f"refusing to write {target}: outside the run folder {self.dir}")
+        return target
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def write_bytes(data: bytes, target: Location | str | os.PathLike) -> None:
+    Location.of(target).write_bytes(data)
+
+
+def write_parquet(table: pa.Table, target: Location | str | os.PathLike) -> None:
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(buffer.getvalue().to_pybytes(), target)
+
+
+def write_json(obj: Any, target: Location | str | os.PathLike) -> None:
+    write_bytes((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), target)
+
+
+def read_json(source: Location | str | os.PathLike) -> Any:
+    source = Location.of(source)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-
-
-def write_bytes(data: bytes, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
-def write_json(obj: Any, path: Path) -> None:
-    write_bytes((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), path)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
+        return json.loads(source.read_bytes())
     except FileNotFoundError:
-        raise RunDirError(f"{path} is missing") from None
+        raise RunDirError(f"{source} is missing") from None
     except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} is unreadable: {exc}") from None
+        raise RunDirError(f"{source} is unreadable: {exc}") from None
 
 
-def read_parquet(path: Path) -> pa.Table:
+def read_parquet(source: Location | str | os.PathLike) -> pa.Table:
     """Read a Parquet file of a run; a missing or truncated file is a `RunDirError`."""
+    source = Location.of(source)
     try:
-        return pq.read_table(path)
+        return pq.read_table(source.path, filesystem=source.fs)
     except FileNotFoundError:
-        raise RunDirError(f"{path} is missing") from None
+        raise RunDirError(f"{source} is missing") from None
     except (OSError, pa.ArrowException) as exc:
-        raise RunDirError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        raise RunDirError(f"{source} is not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+
+
+def load_checkpoint(source: Location | str | os.PathLike, missing_hint: str) -> dict[str, Any]:
+    """A torch checkpoint of a run, tensors and plain containers only (`weights_only=True`)."""
+    import torch
+
+    source = Location.of(source)
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise RunDirError(f"{source} is missing: {missing_hint}") from None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

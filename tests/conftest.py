@@ -52,6 +52,18 @@ def ray_instance(monkeypatch):
         ray.shutdown()
 
 
+S3_BUCKET = "regene-test"
+
+
+@pytest.fixture(scope="session")
+def s3_root():
+    """A results root on a real local S3 endpoint: `s3://regene-test/results`; AWS_* env points at it."""
+    from .s3server import local_s3
+
+    with local_s3(S3_BUCKET):
+        yield f"s3://{S3_BUCKET}/results"
+
+
 @pytest.fixture(scope="session")
 def smoke_search_run(tmp_path_factory):
     """`regene-search run mnist --budget smoke --stages search` (4 trials) through the console script.

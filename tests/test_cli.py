@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from regene_search.cli import main
 
-from .conftest import CLI, SHARED_DATA
+from regene_search.storage import Location
 
+from .conftest import CLI, SHARED_DATA
 
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -111,6 +111,29 @@ def test_bad_input_gets_one_line_and_exit_code_2(case, tmp_path, capsys):
     assert "Traceback" not in stderr
     assert expected.lower() in lines[0].lower(), lines[0]
     assert not results.exists() or not any(results.rglob("*.json")), "a failed run must not leave files behind"
+
+
+BAD_URIS = {
+    "unknown URI scheme": lambda s3: (["run", "shapes", "--results", "nosuchfs://bucket/results"], "cannot open"),
+    "URI without a bucket": lambda s3: (["run", "shapes", "--results", "s3://"], "no bucket"),
+    "missing bucket": lambda s3: (["run", "shapes", "--results", "s3://no-such-bucket/results"], "not writable"),
+    "name with dotdot on S3": lambda s3: (["run", "shapes", "--name", "..", "--results", s3], "run name"),
+    "pareto on an S3 prefix that is not a run": lambda s3: (["pareto", f"{s3}/nothing-here"], "not a regene-search run"),
+    "show on an S3 prefix that is not a run": lambda s3: (["show", f"{s3}/nothing-here"], "not a regene-search run"),
+    "resume an S3 prefix that is not a run": lambda s3: (["run", "--resume", f"{s3}/nothing-here"], "not a regene-search run"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_URIS))
+def test_bad_results_uris_get_one_line_and_exit_code_2(case, s3_root, capsys):
+    root = f"{s3_root}/bad-uri-cases"
+    args, expected = BAD_URIS[case](root)
+    code, stderr = run_main(args, capsys)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert expected.lower() in lines[0].lower(), lines[0]
+    assert Location.of(root).files() == [], "a failed run must not leave files behind"
 
 
 def test_the_console_script_reports_bad_input_in_one_line():

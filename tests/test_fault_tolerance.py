@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import signal
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from regene_search.results import read_parquet
+from regene_search.storage import Location
 
 from .conftest import CLI, SHARED_DATA, needs_mnist
 from .raycleanup import pids_using, stop_ray_processes
@@ -33,15 +37,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    return list((run_dir / "tune" / "search").glob("*/checkpoint_*"))
+def checkpoints(run_dir: Location) -> set[str]:
+    """The trial checkpoint folders Tune has written so far."""
+    return {posixpath.dirname(f.relative_to(run_dir)) for f in (run_dir / "tune" / "search").files() if "/checkpoint_" in f.path}
 
 
-def assert_every_trial_once(run_dir: Path, trials: int) -> pd.DataFrame:
-    table = pd.read_parquet(run_dir / "trials.parquet")
+def assert_every_trial_once(run_dir: Location, trials: int) -> pd.DataFrame:
+    table = read_parquet(run_dir / "trials.parquet").to_pandas()
     assert len(table) == trials and table["trial_id"].is_unique
     assert set(table["status"]) == {"COMPLETED"}, table[["trial_id", "status", "error"]]
-    history = pd.read_parquet(run_dir / "history.parquet")
+    history = read_parquet(run_dir / "history.parquet").to_pandas()
     assert not history.duplicated(["trial_id", "epoch"]).any()
     assert dict(history.groupby("trial_id").size()) == dict(zip(table["trial_id"], table["epochs"]))
     return table
@@ -80,7 +85,7 @@ def worker_raylet_pid(temp_dir: str) -> int:
 def test_search_survives_the_death_of_a_worker_node(two_node_cluster, tmp_path):
     address, temp_dir, env = two_node_cluster
     results = tmp_path / "results"
-    run_dir = results / "mnist" / "twonode"
+    run_dir = Location.of(results / "mnist" / "twonode")
     log_path = tmp_path / "driver.log"
     with log_path.open("w") as log:
         driver = subprocess.Popen(
@@ -97,13 +102,15 @@ def test_search_survives_the_death_of_a_worker_node(two_node_cluster, tmp_path):
     assert_every_trial_once(run_dir, 4)
 
 
-def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(tmp_path):
-    results = tmp_path / "results"
-    run_dir = results / "mnist" / "killed"
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(storage, tmp_path, request):
+    """On local disk and on an s3:// results root, where Tune restores the experiment from S3."""
+    results = str(tmp_path / "results") if storage == "local" else request.getfixturevalue("s3_root") + "/killed"
+    run_dir = Location.of(results) / "mnist" / "killed"
     first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen(
-        [*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "killed", "--ray-temp-dir", first_tmp],
+        [*CLI, *SMOKE_SEARCH, "--results", results, "--name", "killed", "--ray-temp-dir", first_tmp],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -125,7 +132,7 @@ def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(tmp_path):
     finally:
         stop_ray_processes(second_tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    print(f"resume took {time.monotonic() - started:.1f} s")
+    print(f"resume ({storage}) took {time.monotonic() - started:.1f} s")
     assert_every_trial_once(run_dir, 4)
 
     again = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)

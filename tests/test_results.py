@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -30,9 +31,9 @@ def test_ordinary_run_names_pass(name):
 def test_plan_creates_nothing_and_create_makes_the_folder(tmp_path):
     paths = RunPaths.plan(tmp_path / "root", "imagefolder:/data/My Set", "r1")
     assert not (tmp_path / "root").exists()
-    assert paths.dir == (tmp_path / "root" / "imagefolder-My_Set" / "r1").resolve()
+    assert Path(paths.dir) == (tmp_path / "root" / "imagefolder-My_Set" / "r1").resolve()
     paths.make()
-    assert paths.dir.is_dir()
+    assert Path(paths.dir).is_dir()
 
 
 def test_plan_refuses_an_existing_run(tmp_path):
@@ -44,7 +45,7 @@ def test_plan_refuses_an_existing_run(tmp_path):
 
 def test_inside_refuses_paths_outside_the_run(tmp_path):
     paths = RunPaths.create(tmp_path, "mnist", "r1")
-    assert paths.inside("checkpoints/a.pt").parent == paths.dir / "checkpoints"
+    assert Path(paths.inside("checkpoints/a.pt")).parent == Path(paths.dir) / "checkpoints"
     with pytest.raises(UserError, match="outside the run folder"):
         paths.inside("../../elsewhere.pt")
 

@@ -18,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
 from ..trial import TrialDiverged, TrialSetup, run_trial
+from ..storage import Location
 from .pareto import MODES, OBJECTIVES
 
 CHECKPOINT_FILE = "classifier.pt"
@@ -101,10 +102,12 @@ def make_trainable(data: ImageData, setup: TrialSetup, budget: Budget, settings:
     return tune.with_resources(tune.with_parameters(_trainable, data=data, setup=setup, budget=budget), resources)
 
 
-def run_config(storage: Path, settings: SearchSettings, callbacks: list[tune.Callback]) -> tune.RunConfig:
+def run_config(storage: Location, settings: SearchSettings, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    storage_path, storage_filesystem = storage.tune_storage()
     return tune.RunConfig(
         name=EXPERIMENT_NAME,
-        storage_path=str(storage),
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=callbacks,
@@ -119,7 +122,7 @@ def new_tuner(
     budget: Budget,
     settings: SearchSettings,
     param_space: dict[str, Any],
-    storage: Path,
+    storage: Location,
     scheduler: tune.schedulers.TrialScheduler | None = None,
     callbacks: list[tune.Callback] = (),
 ) -> tune.Tuner:
@@ -138,8 +141,8 @@ def new_tuner(
     )
 
 
-def experiment_path(storage: Path) -> Path:
-    return Path(storage) / EXPERIMENT_NAME
+def experiment_path(storage: Location) -> Location:
+    return storage / EXPERIMENT_NAME
 
 
 def restore_tuner(
@@ -149,12 +152,14 @@ def restore_tuner(
     budget: Budget,
     settings: SearchSettings,
     param_space: dict[str, Any],
-    storage: Path,
+    storage: Location,
 ) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints."""
     quiet_tune_output()
+    path, filesystem = experiment_path(storage).tune_storage()
     return tune.Tuner.restore(
-        str(experiment_path(storage)),
+        path,
+        storage_filesystem=filesystem,
         trainable=make_trainable(data, setup, budget, settings),
         param_space=param_space,
         resume_unfinished=True,
@@ -162,5 +167,6 @@ def restore_tuner(
     )
 
 
-def can_restore(storage: Path) -> bool:
-    return tune.Tuner.can_restore(str(experiment_path(storage)))
+def can_restore(storage: Location) -> bool:
+    path, filesystem = experiment_path(storage).tune_storage()
+    return tune.Tuner.can_restore(path, storage_filesystem=filesystem)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import pyarrow.compute as pc
 from rich.console import Console
 
@@ -13,6 +11,7 @@ from ..config import RunSpec
 from ..data.dataset import ImageData
 from ..errors import RunDirError
 from ..results import RunPaths, read_parquet
+from ..storage import Location
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class StageContext:
     console: Console
     cluster: ClusterInfo | None = None
 
-    def promoted_checkpoints(self) -> dict[str, Path]:
+    def promoted_checkpoints(self) -> dict[str, Location]:
         """trial_id -> classifier checkpoint of each encoder the search promoted."""
         table = read_parquet(self.paths.pareto)
         ids = table.filter(pc.field("promoted")).column("trial_id").to_pylist()

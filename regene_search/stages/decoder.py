@@ -37,9 +37,9 @@ from pytorch_msssim import ssim
 from torch import nn
 
 from ..data.dataset import ImageData
-from ..errors import RunDirError
 from ..models import Decoder, DecoderConfig
-from ..results import table_from_rows, write_bytes, write_parquet
+from ..results import load_checkpoint, table_from_rows, write_bytes, write_parquet
+from ..storage import Location
 from ..trial import EVAL_BATCH, autocast, encode_all, load_classifier, pick_device, to_float
 from .context import StageContext
 from .losses import NEUTRAL_BACKBONE, VGG_BACKBONE, LossSchedule, build_taps, find_vgg_weights, load_vgg_state, perceptual_loss, ssim_loss, ssim_window
@@ -234,12 +234,9 @@ def perceptual_backbone(ctx: StageContext) -> tuple[dict[str, Any], str]:
     return {"name": NEUTRAL_BACKBONE, "state": state}, str(path)
 
 
-def encoder_state(path: Path) -> dict[str, Any]:
+def encoder_state(path: Location) -> dict[str, Any]:
     """The parts of a classifier checkpoint the decoder needs (not the optimiser state)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RunDirError(f"classifier checkpoint {path} is missing: rerun the search stage") from None
+    state = load_checkpoint(path, "rerun the search stage")
     return {k: state[k] for k in ("format", "encoder_config", "model")}
 
 

@@ -40,12 +40,11 @@ from pytorch_msssim import ssim
 
 from ..errors import UserError
 from ..figures import decode_png, grid_png
-from ..results import read_parquet, table_from_rows, write_bytes, write_parquet
+from ..results import load_checkpoint, read_parquet, table_from_rows, write_bytes, write_parquet
 from ..trial import EVAL_BATCH, encode_all, load_classifier, pick_device, to_float
 from .context import StageContext
 from .decoder import decode_all, load_decoder
 from .fid import fid, inception_features, load_inception
-from .generate import load_checkpoint
 from .losses import ssim_window
 from .neutral import NeutralResNet, ensure_neutral, load_neutral, predict
 
@@ -230,8 +229,8 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
         org_inception = inception_features(inception, org_sample, device)
     trials = {}
     for trial_id, classifier_path in ctx.promoted_checkpoints().items():
-        classifier = load_classifier(load_checkpoint(classifier_path, "search"), device)
-        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "decoder"), device)
+        classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
+        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "run the decoder stage first"), device)
         recon = decode_all(decoder, encode_all(classifier, data.test_x, device), device)
         recon_logits, recon_features = predict(neutral, recon, device)
         summary = {

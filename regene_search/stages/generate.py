@@ -33,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..errors import RunDirError, UserError
+from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
 from ..models import Classifier
-from ..results import table_from_rows, write_bytes, write_parquet
+from ..results import load_checkpoint, table_from_rows, write_bytes, write_parquet
 from ..trial import EVAL_BATCH, autocast, encode_all, load_classifier, pick_device, to_float
 from .context import StageContext
 from .decoder import LatentDecoder, decode_all, load_decoder
@@ -289,13 +289,6 @@ def write_figures(
     return written
 
 
-def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing: run the {stage} stage first") from None
-
-
 def generate_stage(ctx: StageContext) -> dict[str, Any]:
     settings = GenerateSettings.from_spec(ctx.spec)
     device = pick_device()
@@ -305,8 +298,8 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
     used = np.concatenate([np.zeros(0, dtype=np.int64), *(sources.ravel() for sources, _ in plan.values()), *pairs.values()])
     all_rows, summary = [], {}
     for trial_id, classifier_path in ctx.promoted_checkpoints().items():
-        classifier = load_classifier(load_checkpoint(classifier_path, "search"), device)
-        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "decoder"), device)
+        classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
+        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "run the decoder stage first"), device)
         latents = TrainLatents(classifier, ctx.data.train_x, used, device)
         thresholds = holdout_thresholds(ctx, classifier, settings, device)
         rows, images = generate_for_trial(ctx, trial_id, classifier, decoder, plan, latents, thresholds, device)

@@ -18,7 +18,6 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -29,7 +28,8 @@ from torch import nn
 from ..augment import augment_batch
 from ..data.dataset import ImageData
 from ..errors import UserError
-from ..results import dataset_folder, write_bytes
+from ..results import load_checkpoint, write_bytes
+from ..storage import Location
 from ..trial import EVAL_BATCH, autocast, pick_device, to_float
 from .context import StageContext
 
@@ -171,7 +171,7 @@ def predict(model: NeutralResNet, images: torch.Tensor, device: torch.device) ->
     return torch.cat(logits), torch.cat(features)
 
 
-def cache_path(ctx: StageContext, config: NeutralConfig, training: NeutralTraining) -> Path:
+def cache_path(ctx: StageContext, config: NeutralConfig, training: NeutralTraining) -> Location:
     """`RESULTS_ROOT/<dataset>/_neutral/neutral-<hash>.pt`, keyed by everything that shapes the model."""
     key = {
         "format": NEUTRAL_FORMAT,
@@ -181,7 +181,7 @@ def cache_path(ctx: StageContext, config: NeutralConfig, training: NeutralTraini
         "training": dataclasses.asdict(training),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(ctx.spec.results_root).resolve() / dataset_folder(ctx.spec.dataset) / CACHE_FOLDER / f"neutral-{digest}.pt"
+    return ctx.paths.dataset_dir / CACHE_FOLDER / f"neutral-{digest}.pt"
 
 
 def neutral_setup(ctx: StageContext) -> tuple[NeutralConfig, NeutralTraining]:
@@ -200,7 +200,7 @@ def _train_task(data: ImageData, config: NeutralConfig, training: NeutralTrainin
     return train_neutral(data, config, training)
 
 
-def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Path, bool]:
+def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
     """The cached neutral checkpoint of this dataset, training it first (on the cluster) if absent.
 
     Returns (checkpoint, its path, whether it came from the cache). An unreadable cache file is
@@ -210,7 +210,7 @@ def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Path, bool]:
     path = cache_path(ctx, config, training)
     if path.is_file():
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(path, "")
             load_neutral(state)
             return state, path, True
         except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal

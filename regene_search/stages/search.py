@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from ..results import (
     TRIAL_COLUMNS,
     RunPaths,
     table_from_rows,
+    write_bytes,
     write_parquet,
 )
 from ..search import tuner as tuning
+from ..storage import Location
 from ..search.pareto import OBJECTIVES, crowding_distance, hypervolume_history, non_dominated_ranks, promote, to_minimisation
 from ..search.progress import LiveProgress
 from ..search.schedulers import make_scheduler
@@ -69,12 +71,12 @@ def _status(result: tune.Result, metrics: dict[str, Any]) -> str:
     return "COMPLETED"
 
 
-def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Path, stop_reasons: dict[str, str]) -> tuple[list[dict], list[dict]]:
+def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, stop_reasons: dict[str, str]) -> tuple[list[dict], list[dict]]:
     """One row per trial and one per (trial, epoch); an epoch reported twice (retries) counts once."""
     trials, history = [], []
     for result in grid:
         metrics = dict(result.metrics or {})
-        trial_id = Path(result.path).name
+        trial_id = posixpath.basename(result.path.rstrip("/"))
         status = _status(result, metrics)
         config = dataclasses.asdict(budget.clamp(TrialConfig.from_dict(result.config)))
         row = {
@@ -84,7 +86,7 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Path, stop_reasons: 
             "host": metrics.get("hostname"),
             "node_ip": metrics.get("node_ip"),
             "seconds": metrics.get("time_total_s"),
-            "checkpoint": str(Path(result.checkpoint.path).relative_to(run_dir)) if result.checkpoint else None,
+            "checkpoint": run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
             "error": str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("diverged_reason"),
             "stop_reason": stop_reasons.get(trial_id),
             "finished_at": metrics.get("timestamp"),
@@ -135,9 +137,7 @@ def copy_promoted(trials: list[dict], promoted: list[str], paths: RunPaths) -> N
     by_id = {r["trial_id"]: r for r in trials}
     for trial_id in promoted:
         source = paths.dir / by_id[trial_id]["checkpoint"] / tuning.CHECKPOINT_FILE
-        target = paths.inside(Path("checkpoints") / f"classifier-{trial_id}.pt")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        write_bytes(source.read_bytes(), paths.inside(f"checkpoints/classifier-{trial_id}.pt"))
 
 
 def search_stage(

@@ -1,14 +1,14 @@
-"""decoder -> generate -> evaluate on a temp run folder, with a real in-process Ray and real MNIST."""
+"""decoder -> generate -> evaluate with a real in-process Ray and real MNIST, on an s3:// results root
+(a real S3 endpoint on loopback), so every file the stages read and write goes through `pyarrow.fs`."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
@@ -17,7 +17,7 @@ from rich.console import Console
 
 from regene_search.config import BUDGETS, Budget, RunSpec
 from regene_search.figures import decode_png
-from regene_search.results import PARETO_COLUMNS, RunPaths, table_from_rows, write_parquet
+from regene_search.results import PARETO_COLUMNS, RunPaths, load_checkpoint, read_parquet, table_from_rows, write_bytes, write_parquet
 from regene_search.stages.context import StageContext
 from regene_search.stages.decoder import DECODER_COLUMNS, decoder_stage, load_decoder
 from regene_search.stages.evaluate import EVALUATION_COLUMNS, evaluate_stage
@@ -46,20 +46,21 @@ def promote_encoder(paths: RunPaths, checkpoint: dict) -> None:
     """What the search stage leaves behind: pareto.parquet with one promoted trial and its checkpoint."""
     row = {"trial_id": TRIAL, "accuracy": 0.9, "decoder_mae": 0.1, "latent_sparsity": 0.3, "joint_score": 0.6, "rank": 0, "crowding": 1.0, "on_front": True, "promoted": True}
     write_parquet(table_from_rows([row], PARETO_COLUMNS), paths.pareto)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, paths.checkpoints / f"classifier-{TRIAL}.pt")
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_bytes(buffer.getvalue(), paths.checkpoints / f"classifier-{TRIAL}.pt")
 
 
 @pytest.fixture(scope="module")
-def stage_run(mnist_2k, encoder_checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("results")
+def stage_run(mnist_2k, encoder_checkpoint, tmp_path_factory, s3_root):
+    root = f"{s3_root}/stages"
     paths = RunPaths.create(root, "mnist", "t")
     promote_encoder(paths, encoder_checkpoint)
     # Randomly initialised Inception weights exercise the real loading and feature path.
     inception = tmp_path_factory.mktemp("weights") / "inception.pth"
     torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), inception)
     spec = StageSpec(
-        dataset="mnist", data_dir=None, budget="tiny", name="t", results_root=str(root), space_path="unused.toml", seed=3, inception_weights=str(inception)
+        dataset="mnist", data_dir=None, budget="tiny", name="t", results_root=root, space_path="unused.toml", seed=3, inception_weights=str(inception)
     )
     ctx = StageContext(paths=paths, spec=spec, data=mnist_2k, console=Console(quiet=True))
     ray_dir = tempfile.mkdtemp(prefix="rs-st-", dir="/tmp")
@@ -84,21 +85,21 @@ pytestmark = needs_mnist
 
 def test_decoder_writes_a_loadable_checkpoint_and_one_row_per_epoch(stage_run):
     paths, summaries, _ = stage_run
-    table = pq.read_table(paths.decoder)
+    table = read_parquet(paths.decoder)
     assert table.schema.names == DECODER_COLUMNS.names and table.schema == DECODER_COLUMNS
     rows = table.to_pylist()
     assert [(r["trial_id"], r["epoch"]) for r in rows] == [(TRIAL, 1), (TRIAL, 2)]
     assert {r["perceptual_backbone"] for r in rows} == {"neutral-resnet"} == {summaries["decoder"]["perceptual_backbone"]}
     assert rows[0]["w_ssim"] > rows[1]["w_ssim"] and rows[0]["w_mae"] == rows[1]["w_mae"]
     assert 0 < rows[-1]["val_mae"] < 0.2 and 0 < rows[-1]["val_ssim"] <= 1
-    state = torch.load(paths.checkpoints / f"decoder-{TRIAL}.pt", weights_only=True)
+    state = load_checkpoint(paths.checkpoints / f"decoder-{TRIAL}.pt", "decoder stage")
     assert state["encoder_trial_id"] == TRIAL and state["perceptual_backbone"] == "neutral-resnet"
     assert load_decoder(state)(torch.zeros(2, 64)).shape == (2, 1, 28, 28)
 
 
 def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_run, mnist_2k):
     paths, summaries, _ = stage_run
-    table = pq.read_table(paths.generations)
+    table = read_parquet(paths.generations)
     assert table.schema == GENERATION_COLUMNS
     rows = table.to_pylist()
     assert len(rows) == 10 * 2 * 6
@@ -117,18 +118,19 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
 
 def test_figures_are_pngs_in_the_run_folder(stage_run):
     paths, summaries, _ = stage_run
-    figures = paths.figures / TRIAL
-    names = {p.name for p in figures.iterdir()}
+    assert str(paths.dir).startswith("s3://")
+    figures = (paths.figures / TRIAL).files()
+    names = {p.name for p in figures}
     assert {"generations-n2.png", "generations-n3.png", "novelty.png"} <= names
     assert {f"interpolation-{c}.png" for c in range(10)} <= names
     assert all((paths.dir / f).is_file() for f in summaries["generate"]["trials"][TRIAL]["figures"])
-    assert all(p.read_bytes().startswith(b"\x89PNG") for p in figures.iterdir())
-    assert not [p for p in paths.dir.rglob("*.tmp")]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in figures)
+    assert not [p for p in paths.dir.files() if p.name.endswith(".tmp")]
 
 
 def test_evaluation_has_the_documented_metrics(stage_run):
     paths, summaries, root = stage_run
-    table = pq.read_table(paths.evaluation)
+    table = read_parquet(paths.evaluation)
     assert table.schema == EVALUATION_COLUMNS
     rows = table.to_pylist()
     metrics = {r["metric"] for r in rows}
@@ -151,4 +153,4 @@ def test_evaluation_has_the_documented_metrics(stage_run):
     # The neutral classifier trained for the decoder's perceptual loss is reused from the cache.
     neutral = summaries["evaluate"]["neutral"]
     assert neutral["from_cache"] and neutral["depth"] == 8
-    assert Path(neutral["checkpoint"]).parent == root / "mnist" / "_neutral"
+    assert neutral["checkpoint"].startswith("s3://regene-test/results/stages/mnist/_neutral/neutral-")

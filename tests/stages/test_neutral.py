@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from regene_search.config import BUDGETS, Budget, RunSpec
 from regene_search.data.dataset import ImageData
+from regene_search.results import RunPaths
 from regene_search.stages.neutral import cache_path, ensure_neutral, load_neutral, neutral_setup
 
 TINY = Budget(name="tiny", train_images=None, val_images=None, max_epochs=1, trials=1, neutral_epochs=1)
@@ -24,14 +26,15 @@ def tiny_data() -> ImageData:
 
 def context(root, **spec_fields) -> SimpleNamespace:
     spec = RunSpec(dataset="mnist", data_dir=None, budget="tiny", name="t", results_root=str(root), space_path="unused.toml", **spec_fields)
-    return SimpleNamespace(spec=spec, data=tiny_data(), console=Console(quiet=True))
+    paths = RunPaths.plan(root, "mnist", "t")
+    return SimpleNamespace(spec=spec, paths=paths, data=tiny_data(), console=Console(quiet=True))
 
 
 def test_neutral_is_trained_once_then_reused_and_keyed_by_what_shapes_it(tmp_path, monkeypatch):
     monkeypatch.setitem(BUDGETS, "tiny", TINY)
     ctx = context(tmp_path)
     state, path, cached = ensure_neutral(ctx)
-    assert not cached and path.parent == tmp_path.resolve() / "mnist" / "_neutral" and path.is_file()
+    assert not cached and Path(path).parent == tmp_path.resolve() / "mnist" / "_neutral" and path.is_file()
     assert load_neutral(torch.load(path, weights_only=True)).config.depth == 20  # unknown budget: ResNet-20
     again, same_path, cached = ensure_neutral(ctx)
     assert cached and same_path == path
@@ -47,8 +50,8 @@ def test_an_unreadable_cache_file_is_retrained_and_replaced(tmp_path, monkeypatc
     monkeypatch.setitem(BUDGETS, "tiny", TINY)
     ctx = context(tmp_path)
     path = cache_path(ctx, *neutral_setup(ctx))
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"truncated")
+    Path(path).parent.mkdir(parents=True)
+    Path(path).write_bytes(b"truncated")
     state, got_path, cached = ensure_neutral(ctx)
     assert got_path == path and not cached
     assert torch.load(path, weights_only=True)["format"] == state["format"]

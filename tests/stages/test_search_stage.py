@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
+from regene_search.storage import Location
 from regene_search.trial import load_classifier
 
 from ..conftest import CLI, needs_mnist
@@ -75,6 +75,25 @@ def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_pat
     data = json.loads(js.stdout)
     assert data["trials"] == 4 and len(data["promoted"]) == 1 and len(data["hypervolume_history"]) == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_root):
+    """The same run folder copied to an s3:// root reads back identically through the CLI."""
+    run_dir, _, _ = smoke_search_run
+    local = Location.of(run_dir)
+    remote = Location.of(s3_root) / "copied" / "mnist" / "smoke"
+    for file in local.files():
+        (remote / file.relative_to(local)).write_bytes(file.read_bytes())
+    fronts = {}
+    for where in (local, remote):
+        proc = subprocess.run([*CLI, "pareto", str(where), "--json"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        fronts[where.scheme] = json.loads(proc.stdout)
+        assert fronts[where.scheme].pop("run_dir") == str(where)
+    assert fronts["s3"] == fronts[""]
+    show = subprocess.run([*CLI, "show", str(remote)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert show.returncode == 0, show.stderr
+    assert str(remote) in show.stdout and "trials.parquet: 4 rows" in show.stdout
 
 
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path):
