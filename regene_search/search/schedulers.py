@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ..config import SCHEDULERS, RunSpec
@@ -21,6 +22,23 @@ class RecordingASHA(ASHAScheduler):
                 f"asha: stopped at epoch {result['epoch']}: joint_score {result['joint_score']:.4f} below the rung cutoff"
             )
         return decision
+
+
+class StopReasonCallback(tune.Callback):
+    """Copies the scheduler's reason for stopping a trial into that trial's result.
+
+    Tune saves a trial's last result with the experiment but not the scheduler's state, so this is
+    what keeps the reason of a trial stopped before a driver crash through `Tuner.restore`. Tune
+    pickles callbacks and scheduler together, so a restored callback still sees the live scheduler.
+    """
+
+    def __init__(self, scheduler: TrialScheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        reason = getattr(self.scheduler, "stop_reasons", {}).get(trial.trial_id)
+        if reason is not None:
+            result["stop_reason"] = reason  # Tune lets callbacks amend the result in place
 
 
 def make_scheduler(spec: RunSpec) -> TrialScheduler | None:

@@ -30,7 +30,7 @@ from ..search import tuner as tuning
 from ..storage import Location
 from ..search.pareto import OBJECTIVES, crowding_distance, hypervolume_history, non_dominated_ranks, promote, to_minimisation
 from ..search.progress import LiveProgress
-from ..search.schedulers import make_scheduler
+from ..search.schedulers import StopReasonCallback, make_scheduler
 from ..search.space import SearchSpace, load_space
 from ..trial import TrialSetup
 from .context import StageContext
@@ -71,7 +71,7 @@ def _status(result: tune.Result, metrics: dict[str, Any]) -> str:
     return "COMPLETED"
 
 
-def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, stop_reasons: dict[str, str]) -> tuple[list[dict], list[dict]]:
+def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location) -> tuple[list[dict], list[dict]]:
     """One row per trial and one per (trial, epoch); an epoch reported twice (retries) counts once."""
     trials, history = [], []
     for result in grid:
@@ -88,7 +88,7 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, stop_reaso
             "seconds": metrics.get("time_total_s"),
             "checkpoint": run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
             "error": str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("diverged_reason"),
-            "stop_reason": stop_reasons.get(trial_id),
+            "stop_reason": metrics.get("stop_reason"),
             "finished_at": metrics.get("timestamp"),
             **{f"param_{k}": v for k, v in config.items()},
         }
@@ -151,14 +151,14 @@ def search_stage(
     promotion: Promotion,
     scheduler: tune.schedulers.TrialScheduler | None = None,
 ) -> SearchSummary:
-    stop_reasons: dict[str, str] = getattr(scheduler, "stop_reasons", {})
     common = dict(data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir)
     if tuning.can_restore(paths.tune_dir):
         tuner = tuning.restore_tuner(**common)
     else:
-        tuner = tuning.new_tuner(**common, scheduler=scheduler, callbacks=[LiveProgress(settings.trials)])
+        callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if scheduler is not None else [])
+        tuner = tuning.new_tuner(**common, scheduler=scheduler, callbacks=callbacks)
     grid = tuner.fit()
-    trials, history = collect(grid, budget, paths.dir, stop_reasons)
+    trials, history = collect(grid, budget, paths.dir)
     for row in trials:
         row.pop("finished_at")
     pareto, hv, promoted = pareto_rows(trials, promotion)
