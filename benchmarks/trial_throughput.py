@@ -336,7 +336,7 @@ def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> 
 
     budget = BUDGETS["smoke"]
     data = load(dataset, train=train, val=val, seed=seed)
-    space = load_space(ROOT / "search_spaces" / f"{dataset}.toml")
+    space = load_space(ROOT / "regene_search" / "search_spaces" / f"{dataset}.toml")
     settings = SearchSettings(trials=trials, sampler="tpe", max_concurrent=2, cpus_per_trial=1.0, seed=seed)
     setup = TrialSetup(probe=budget.probe, seed=seed, hflip=dataset == "shapes")
     init_start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Search spaces: TOML files (one per dataset in search_spaces/) -> Ray Tune domains.
+"""Search spaces: TOML files (one per dataset in regene_search/search_spaces/) -> Ray Tune domains.
 
 Format (every key is a `TrialConfig` field; see regene_search/config.py):
 
@@ -30,7 +30,7 @@ from typing import Any
 from ..config import LATENT_ACTIVATIONS, TRIAL_FIELD_TYPES
 from ..errors import SpaceError
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"  # package data
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "randint")
 TOP_LEVEL_KEYS = ("description", "params", "fixed")
 
@@ -146,7 +146,7 @@ def load_space(path: Path | str) -> SearchSpace:
 
 
 def default_space_path(dataset: str) -> Path:
-    """search_spaces/<dataset>.toml at the repository root; any `imagefolder:PATH` uses imagefolder.toml."""
+    """regene_search/search_spaces/<dataset>.toml (shipped in the package); any `imagefolder:PATH` uses imagefolder.toml."""
     name = dataset.partition(":")[0]
     path = SPACES_DIR / f"{name}.toml"
     if Path(name).name != name or not path.is_file():
