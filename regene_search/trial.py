@@ -85,14 +85,21 @@ def encode_all(model: Classifier, images: torch.Tensor, device: torch.device) ->
 
 
 @torch.no_grad()
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
+def accuracy_and_latents(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[float, torch.Tensor]:
+    """Top-1 accuracy and the latents of every image, from one pass through the encoder."""
     model.eval()
-    correct = 0
+    correct, latents = 0, []
     for start in range(0, len(images), EVAL_BATCH):
         with autocast(device):
-            logits = model(to_float(images[start : start + EVAL_BATCH], device))
+            z = model.encode(to_float(images[start : start + EVAL_BATCH], device))
+            logits = model.head(z)
         correct += int((logits.argmax(1).cpu() == labels[start : start + EVAL_BATCH]).sum())
-    return correct / max(1, len(images))
+        latents.append(z.float())
+    return correct / max(1, len(images)), torch.cat(latents) if latents else torch.zeros(0)
+
+
+def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
+    return accuracy_and_latents(model, images, labels, device)[0]
 
 
 def probe_indices(n_train: int, n_val: int, probe: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,12 +252,12 @@ def run_trial(
         train_seconds = time.perf_counter() - epoch_start
 
         probe_start = time.perf_counter()
-        val_latents = encode_all(model, data.val_x[probe_val], device)
+        acc, all_val_latents = accuracy_and_latents(model, data.val_x, data.val_y, device)
+        val_latents = all_val_latents[probe_val.to(all_val_latents.device)]  # the probe's subset, not encoded twice
         mae = probe_decoder_mae(
             encode_all(model, data.train_x[probe_train], device), data.train_x[probe_train], val_latents, data.val_x[probe_val], setup.probe, device
         )
         sparsity = latent_sparsity(val_latents)
-        acc = accuracy(model, data.val_x, data.val_y, device)
         metrics = {
             "epoch": epoch,
             "accuracy": acc,

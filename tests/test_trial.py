@@ -7,6 +7,8 @@ from regene_search.config import BUDGETS, ProbeConfig, ScoreWeights, TrialConfig
 from regene_search.trial import (
     TrialDiverged,
     TrialSetup,
+    accuracy_and_latents,
+    encode_all,
     latent_sparsity,
     load_classifier,
     probe_decoder_mae,
@@ -39,6 +41,21 @@ def test_probe_is_deterministic_for_a_fixed_seed():
     other = probe_decoder_mae(*args[:4], ProbeConfig(train_images=64, val_images=32, steps=5, batch_size=16, seed=7), args[5])
     assert other != first
     assert 0.0 < first < 1.0
+
+
+def test_one_pass_accuracy_and_latents_match_separate_passes():
+    from regene_search.models import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(TrialConfig().encoder(image_size=28, channels=1, num_classes=10)).eval()
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)  # more than one EVAL_BATCH
+    labels = torch.randint(0, 10, (300,))
+    cpu = torch.device("cpu")
+    acc, latents = accuracy_and_latents(model, images, labels, cpu)
+    with torch.no_grad():
+        expected = float((model(images.float() / 255).argmax(1) == labels).float().mean())
+    assert acc == pytest.approx(expected)
+    torch.testing.assert_close(latents, encode_all(model, images, cpu))
 
 
 def test_real_trial_on_mnist_subset_reaches_90_percent(mnist_small, tmp_path):
