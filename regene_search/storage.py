@@ -107,9 +107,7 @@ class Location:
         self.fs.create_dir(self.path, recursive=True)
 
     def read_bytes(self) -> bytes:
-        """The file's bytes; a missing file is `FileNotFoundError` on every filesystem."""
-        if not self.is_file():
-            raise FileNotFoundError(str(self))
+        """The file's bytes; pyarrow raises `FileNotFoundError` for a missing file on every filesystem."""
         with self.fs.open_input_stream(self.path) as stream:
             return stream.readall()
 

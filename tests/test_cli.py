@@ -13,7 +13,7 @@ from regene_search.cli import main
 
 from regene_search.storage import Location
 
-from .conftest import CLI, SHARED_DATA
+from .conftest import CLI, SHARED_DATA, needs_mnist
 
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -170,7 +170,7 @@ def test_truncated_parquet_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST").is_dir(), reason="real MNIST copy not found")
+@needs_mnist
 def test_gpus_beyond_the_cluster_are_refused_before_anything_is_written(tmp_path):
     import tempfile
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ..config import SCHEDULERS, RunSpec
+
+if TYPE_CHECKING:
+    from .pareto_asha import ParetoASHA
 
 
 class RecordingASHA(ASHAScheduler):
@@ -32,11 +37,11 @@ class StopReasonCallback(tune.Callback):
     pickles callbacks and scheduler together, so a restored callback still sees the live scheduler.
     """
 
-    def __init__(self, scheduler: TrialScheduler) -> None:
+    def __init__(self, scheduler: RecordingASHA | ParetoASHA) -> None:
         self.scheduler = scheduler
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        reason = getattr(self.scheduler, "stop_reasons", {}).get(trial.trial_id)
+        reason = self.scheduler.stop_reasons.get(trial.trial_id)
         if reason is not None:
             result["stop_reason"] = reason  # Tune lets callbacks amend the result in place
 

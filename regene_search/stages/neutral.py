@@ -27,7 +27,7 @@ from torch import nn
 
 from ..augment import augment_batch
 from ..data.dataset import ImageData
-from ..errors import UserError
+from ..errors import RunDirError, UserError
 from ..results import load_checkpoint, write_bytes
 from ..storage import Location
 from ..trial import EVAL_BATCH, autocast, pick_device, to_float
@@ -208,13 +208,14 @@ def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
     """
     config, training = neutral_setup(ctx)
     path = cache_path(ctx, config, training)
-    if path.is_file():
-        try:
-            state = load_checkpoint(path, "")
-            load_neutral(state)
-            return state, path, True
-        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
-            ctx.console.print(f"neutral: cache {path} unreadable ({type(exc).__name__}), retraining")
+    try:
+        state = load_checkpoint(path, "not cached yet")
+        load_neutral(state)
+        return state, path, True
+    except RunDirError:
+        pass  # no cache file yet
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
+        ctx.console.print(f"neutral: cache {path} unreadable ({type(exc).__name__}), retraining")
     ctx.console.print(f"neutral: training ResNet-{config.depth} for {training.epochs} epochs on {len(ctx.data.train_x)} images")
     if ray.is_initialized():
         task = ray.remote(num_cpus=ctx.spec.cpus_per_trial, num_gpus=ctx.spec.gpus_per_trial)(_train_task)

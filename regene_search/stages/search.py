@@ -155,7 +155,7 @@ def search_stage(
     if tuning.can_restore(paths.tune_dir):
         tuner = tuning.restore_tuner(**common)
     else:
-        callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if scheduler is not None else [])
+        callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else [])
         tuner = tuning.new_tuner(**common, scheduler=scheduler, callbacks=callbacks)
     grid = tuner.fit()
     trials, history = collect(grid, budget, paths.dir)

@@ -1,13 +1,12 @@
-from pathlib import Path
 
 import pytest
 import torch
 from torchvision.datasets import MNIST
 
 from regene_search.data import DataError, load_dataset
+from tests.conftest import SHARED_DATA, needs_mnist
 from tests.data.writers import one_line, write_idx, write_mnist
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_loads_raw_idx_layout(tmp_path):
@@ -101,7 +100,7 @@ def test_no_data_dir_uses_an_earlier_download(tmp_path):
     assert len(load_dataset("mnist", None, cache_dir=tmp_path).test_x) == 10
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"real MNIST copy not found at {SHARED_DATA}")
+@needs_mnist
 def test_real_mnist_copy(tmp_path):
     data = load_dataset("mnist", SHARED_DATA, seed=0, cache_dir=tmp_path)
     assert data.train_x.shape[1:] == (1, 28, 28) and data.train_x.dtype == torch.uint8

@@ -9,7 +9,7 @@ from regene_search.config import ProbeConfig, TrialConfig
 from regene_search.data.dataset import ImageData, split_train_val
 from regene_search.trial import TrialSetup, run_trial
 
-from ..conftest import SHARED_DATA, mnist_available
+from ..conftest import SHARED_DATA, require_mnist
 
 # Small enough to train in seconds on two CPU cores, good enough to classify digits (~0.9).
 TINY_ENCODER = TrialConfig(blocks=2, base_width=16, latent_dim=64, epochs=2, batch_size=64, augment=False)
@@ -19,8 +19,7 @@ TINY_PROBE = ProbeConfig(train_images=128, val_images=64, steps=2)
 @pytest.fixture(scope="session")
 def mnist_2k() -> ImageData:
     """2000 train / 500 val / 1000 test images of the real MNIST copy, read with torchvision."""
-    if not mnist_available():
-        pytest.skip(f"real MNIST copy not found at {SHARED_DATA}")
+    require_mnist()
     import torchvision
 
     train = torchvision.datasets.MNIST(str(SHARED_DATA), train=True, download=False)
