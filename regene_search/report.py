@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .config import STAGES
 from .errors import RunDirError
-from .results import RunPaths, read_json, read_parquet, write_bytes
+from .results import RunPaths, parquet_rows, read_json, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
 from .storage import Location
 
@@ -185,7 +185,7 @@ def print_run(run_dir: Location | str, console: Console) -> None:
     console.print(table)
     files = [f.relative_to(paths.dir) for f in paths.dir.files()]
     for name in (f for f in files if f.endswith(".parquet") and "/" not in f):
-        console.print(f"  {name}: {read_parquet(paths.dir / name).num_rows} rows")
+        console.print(f"  {name}: {parquet_rows(paths.dir / name)} rows")
     figures = [f for f in files if f.endswith(".png")]
     console.print("figures: " + escape(", ".join(map(str, figures)) if figures else "none yet"))
 

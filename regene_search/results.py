@@ -186,9 +186,18 @@ def read_json(source: Location | str | os.PathLike) -> Any:
 
 def read_parquet(source: Location | str | os.PathLike) -> pa.Table:
     """Read a Parquet file of a run; a missing or truncated file is a `RunDirError`."""
+    return _parquet(pq.read_table, source)
+
+
+def parquet_rows(source: Location | str | os.PathLike) -> int:
+    """The row count from the file's footer alone (generations.parquet holds every PNG)."""
+    return _parquet(pq.read_metadata, source).num_rows
+
+
+def _parquet(read, source: Location | str | os.PathLike):
     source = Location.of(source)
     try:
-        return pq.read_table(source.path, filesystem=source.fs)
+        return read(source.path, filesystem=source.fs)
     except FileNotFoundError:
         raise RunDirError(f"{source} is missing") from None
     except (OSError, pa.ArrowException) as exc:

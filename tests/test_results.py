@@ -9,6 +9,7 @@ from regene_search.results import (
     HISTORY_COLUMNS,
     RunPaths,
     dataset_folder,
+    parquet_rows,
     read_parquet,
     table_from_rows,
     validate_run_name,
@@ -61,6 +62,12 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"], "no temp file may be left behind"
 
 
+def test_parquet_rows_reads_the_count_from_the_footer(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(pa.table({"x": list(range(1234))}), target)
+    assert parquet_rows(target) == 1234 == read_parquet(target).num_rows
+
+
 def test_truncated_parquet_is_a_run_dir_error(tmp_path):
     target = tmp_path / "t.parquet"
     write_parquet(pa.table({"x": list(range(100))}), target)
@@ -68,6 +75,8 @@ def test_truncated_parquet_is_a_run_dir_error(tmp_path):
     target.write_bytes(data[: len(data) // 2])
     with pytest.raises(RunDirError, match="not a readable Parquet file"):
         read_parquet(target)
+    with pytest.raises(RunDirError, match="not a readable Parquet file"):
+        parquet_rows(target)
     with pytest.raises(RunDirError, match="missing"):
         read_parquet(tmp_path / "none.parquet")
 
