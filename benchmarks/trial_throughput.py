@@ -13,7 +13,7 @@ Four measurements, all in one run:
    and where the probe's time goes (encoding, the decoder's Adam steps, validation accuracy).
 3. Achieved FLOP/s of training (FlopCounterMode on one forward+backward step x steps/s) against
    a dense fp32 matmul peak measured here with the same thread count.
-4. Overhead of a real Ray Tune search (`search/tuner.py:new_tuner`, 2 concurrent trials with 1
+4. Overhead of a real Ray Tune search (`search/tuner.py:make_tuner`, 2 concurrent trials with 1
    CPU each): 1 - sum(train + probe seconds of all trials) / (wall seconds x concurrency).
 
     python benchmarks/trial_throughput.py            # defaults (~10-15 min on 2 shared cores)
@@ -45,16 +45,8 @@ from _common import RESULTS, ROOT, default_dataset, load, local_ray, machine, me
 from regene_search.augment import augment_batch  # noqa: E402
 from regene_search.config import BUDGETS, ProbeConfig, TrialConfig  # noqa: E402
 from regene_search.models import Classifier  # noqa: E402
-from regene_search.trial import (  # noqa: E402
-    TrialSetup,
-    accuracy,
-    encode_all,
-    probe_decoder_mae,
-    probe_indices,
-    run_trial,
-    to_float,
-    warmup_cosine,
-)
+from regene_search.runtime import EVAL_BATCH, encode_all, to_float, warmup_cosine  # noqa: E402
+from regene_search.trial import TrialSetup, accuracy_and_latents, probe_decoder_mae, probe_indices, run_trial  # noqa: E402
 
 CPU = torch.device("cpu")
 # A probe so small it costs next to nothing: used where only train_seconds is read.
@@ -225,9 +217,7 @@ def layout_check(data, batch_size: int, repeats: int, steps: int = 4) -> dict:
 
 
 def eval_check(data, repeats: int) -> dict:
-    """Seconds for `trial.accuracy` over the validation images as it is (EVAL_BATCH 512, NCHW) vs variants, interleaved."""
-    from regene_search.trial import EVAL_BATCH
-
+    """Seconds for `trial.accuracy_and_latents` over the validation images as it is (EVAL_BATCH 512, NCHW) vs variants, interleaved."""
     config = MODELS["default"]
     model = Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)).eval()
     model_cl = Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes))
@@ -240,7 +230,7 @@ def eval_check(data, repeats: int) -> dict:
             net(x.contiguous(memory_format=torch.channels_last) if channels_last else x).argmax(1)
 
     cases = {
-        f"accuracy() as is (batch {EVAL_BATCH}, NCHW)": lambda: accuracy(model, data.val_x, data.val_y, CPU),
+        f"accuracy() as is (batch {EVAL_BATCH}, NCHW)": lambda: accuracy_and_latents(model, data.val_x, data.val_y, CPU)[0],
         "batch 128, NCHW": lambda: forward_all(model, 128, False),
         f"batch {EVAL_BATCH}, channels_last": lambda: forward_all(model_cl, EVAL_BATCH, True),
         "batch 128, channels_last": lambda: forward_all(model_cl, 128, True),
@@ -297,7 +287,7 @@ def probe_share(dataset: str, budget_name: str, train_images: int, seed: int) ->
     t1 = time.perf_counter()
     probe_decoder_mae(train_z, data.train_x[p_train], val_z, data.val_x[p_val], budget.probe, CPU)
     t2 = time.perf_counter()
-    accuracy(model, data.val_x, data.val_y, CPU)
+    accuracy_and_latents(model, data.val_x, data.val_y, CPU)[0]
     t3 = time.perf_counter()
     full_train = budget.train_images or train_images
     train_at_budget = full_train / metrics["images_per_second"]
@@ -332,7 +322,7 @@ class ResultLog(tune.Callback):
 def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> dict:
     from regene_search.search.schedulers import FIFOScheduler
     from regene_search.search.space import load_space
-    from regene_search.search.tuner import SearchSettings, new_tuner
+    from regene_search.search.tuner import SearchSettings, make_tuner
 
     budget = BUDGETS["smoke"]
     data = load(dataset, train=train, val=val, seed=seed)
@@ -343,7 +333,7 @@ def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> 
     with local_ray(num_cpus=2), tempfile.TemporaryDirectory(prefix="rs-bench-tune-", dir="/tmp") as storage:
         init_seconds = time.perf_counter() - init_start
         log = ResultLog()
-        tuner = new_tuner(
+        tuner = make_tuner(
             data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(),
             storage=Path(storage), scheduler=FIFOScheduler(), callbacks=[log],
         )
@@ -487,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table([[k, f"{v['nchw_ms_per_step']:.1f}", f"{v['channels_last_ms_per_step']:.1f}", f"{v['speedup']:.2f}x"] for k, v in out["layout"].items()],
                 ["model", "NCHW", "channels_last", "speed-up"]))
     out["eval"] = eval_check(load(args.dataset, train=256, val=5000, seed=args.seed), args.repeats)
-    print(f"\nValidation forward pass over {out['eval']['images']} images (default model, as in trial.accuracy / encode_all), seconds")
+    print(f"\nValidation forward pass over {out['eval']['images']} images (default model, as in trial.accuracy_and_latents / encode_all), seconds")
     print(table([[k, f"{v['seconds']:.2f}", f"{v['speedup']:.2f}x"] for k, v in out["eval"].items() if k != "images"], ["variant", "seconds", "speed-up"]))
     out["imports"] = import_seconds(1 if args.quick else 3)
     print("\nFresh-interpreter import seconds (what every new Tune trial worker pays once)")

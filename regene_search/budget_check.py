@@ -36,7 +36,7 @@ def measured_images_per_second(config: TrialConfig, *, image_size: int, channels
 
 def estimated_hours(spec: RunSpec, images_per_second: float, concurrent: int) -> float:
     budget = spec.resolved_budget
-    images = budget.train_images or FULL_TRAIN_IMAGES.get(spec.dataset, 50000)
+    images = budget.train_images or FULL_TRAIN_IMAGES.get(spec.dataset.family, 50000)
     trial_epochs = spec.resolved_trials * budget.max_epochs
     return trial_epochs * images / images_per_second / max(1, concurrent) / 3600
 

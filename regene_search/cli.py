@@ -148,12 +148,14 @@ def _results_root(text: str) -> str:
 
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     from .data import dataset_info
+    from .data.names import DatasetRef
     from .search.space import default_space_path, load_space
 
     if args.dataset is None:
         raise UserError("run needs a DATASET (or --resume RUN_DIR)")
-    dataset_info(args.dataset)
-    space = Path(args.space) if args.space else default_space_path(args.dataset)
+    dataset = DatasetRef.of(args.dataset)
+    dataset_info(dataset)
+    space = Path(args.space) if args.space else default_space_path(dataset)
     load_space(space)
     if args.promote == "weighted" and args.promote_weights is None:
         raise UserError("--promote weighted needs --promote-weights ACC,MAE,SPARSITY")
@@ -162,7 +164,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
     return RunSpec(
-        dataset=args.dataset,
+        dataset=dataset,
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
         budget=args.budget,
         name=args.name or time.strftime("%Y%m%d-%H%M%S"),

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .data.names import DatasetRef
+
 LATENT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid", "identity")
 SUPPORTED_IMAGE_SIZES = (28, 32, 64)
 
@@ -219,7 +221,7 @@ SCHEDULERS = ("fifo", "asha", "pareto-asha")
 class RunSpec:
     """Everything a run was asked to do, resolved from the CLI; stored in run.json for resume."""
 
-    dataset: str
+    dataset: DatasetRef  # a name as typed is resolved here, once
     data_dir: str | None
     budget: str
     name: str
@@ -250,6 +252,9 @@ class RunSpec:
     generate_threshold: float | None = None
     novelty_samples: int = 256
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset", DatasetRef.of(self.dataset))
+
     @property
     def resolved_budget(self) -> Budget:
         return BUDGETS[self.budget]
@@ -259,7 +264,7 @@ class RunSpec:
         return self.trials if self.trials is not None else self.resolved_budget.trials
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "dataset": self.dataset.name}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> RunSpec:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .config import DecoderConfig, EncoderConfig
+
+CLASSIFIER_FORMAT = "regene-search/classifier-v1"
 
 def _activation(name: str) -> nn.Module:
     return {
@@ -56,6 +60,15 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode(images))
+
+
+def load_classifier(state: dict[str, Any], device: torch.device | str = "cpu") -> Classifier:
+    """Rebuild the classifier of a checkpoint dict (as loaded with weights_only=True), in eval mode."""
+    if state.get("format") != CLASSIFIER_FORMAT:
+        raise ValueError(f"not a regene-search classifier checkpoint (format={state.get('format')!r})")
+    model = Classifier(EncoderConfig(**state["encoder_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
 
 
 class Decoder(nn.Module):

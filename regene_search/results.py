@@ -13,10 +13,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .data.names import DatasetRef
 from .errors import RunDirError, UserError
 from .storage import Location
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NEUTRAL_CACHE = "_neutral"
 
 # Fixed columns of each table; `trials.parquet` adds one `param_<name>` column per hyperparameter.
 TRIAL_COLUMNS = pa.schema(
@@ -81,14 +83,6 @@ def validate_run_name(name: str) -> str:
     return name
 
 
-def dataset_folder(dataset: str) -> str:
-    """The folder name of a dataset in the results root (`imagefolder:PATH` -> `imagefolder-<leaf>`)."""
-    if dataset.startswith("imagefolder:"):
-        leaf = Path(dataset.split(":", 1)[1]).resolve().name or "root"
-        return "imagefolder-" + re.sub(r"[^A-Za-z0-9._-]", "_", leaf)
-    return dataset
-
-
 @dataclass(frozen=True)
 class RunPaths:
     """Where each file of one run lives: `ROOT/DATASET/NAME/`, on local disk or a `pyarrow.fs` URI."""
@@ -96,11 +90,11 @@ class RunPaths:
     dir: Location
 
     @classmethod
-    def plan(cls, root: Location | str | os.PathLike, dataset: str, name: str) -> RunPaths:
+    def plan(cls, root: Location | str | os.PathLike, dataset: DatasetRef | str, name: str) -> RunPaths:
         """The folder a new run will use, checked but not created: nothing is written before the run starts."""
         validate_run_name(name)
         root = Location.of(root)
-        run_dir = root / dataset_folder(dataset) / name
+        run_dir = root / DatasetRef.of(dataset).folder / name
         if run_dir == root or not run_dir.is_within(root):
             raise UserError(f"run folder {run_dir} would be outside the results root {root}")
         try:
@@ -113,7 +107,7 @@ class RunPaths:
         return cls(run_dir)
 
     @classmethod
-    def create(cls, root: Location | str | os.PathLike, dataset: str, name: str) -> RunPaths:
+    def create(cls, root: Location | str | os.PathLike, dataset: DatasetRef | str, name: str) -> RunPaths:
         """Plan the run folder and make it."""
         paths = cls.plan(root, dataset, name)
         paths.make()
@@ -151,6 +145,26 @@ class RunPaths:
     stages_json = property(lambda self: self.dir / "stages.json")
     # Shared by every run of the dataset under the same root (the neutral classifier's cache).
     dataset_dir = property(lambda self: self.dir.parent)
+
+    def classifier_checkpoint(self, trial_id: str) -> Location:
+        """A promoted encoder, copied out of Tune's folder by the search stage."""
+        return self.inside(f"checkpoints/classifier-{trial_id}.pt")
+
+    def decoder_checkpoint(self, trial_id: str) -> Location:
+        return self.inside(f"checkpoints/decoder-{trial_id}.pt")
+
+    def generation_grid(self, trial_id: str, n: int) -> Location:
+        return self.inside(f"figures/{trial_id}/generations-n{n}.png")
+
+    def interpolation_strip(self, trial_id: str, cls: int) -> Location:
+        return self.inside(f"figures/{trial_id}/interpolation-{cls}.png")
+
+    def novelty_figure(self, trial_id: str) -> Location:
+        return self.inside(f"figures/{trial_id}/novelty.png")
+
+    def neutral_checkpoint(self, key: str) -> Location:
+        """The neutral classifier cached for every run of this dataset under the same root, by its recipe's key."""
+        return self.dataset_dir / NEUTRAL_CACHE / f"neutral-{key}.pt"
 
     def inside(self, path: str | os.PathLike) -> Location:
         """`path` under the run folder, guaranteed to stay inside it."""
@@ -202,18 +216,6 @@ def _parquet(read, source: Location | str | os.PathLike):
         raise RunDirError(f"{source} is missing") from None
     except (OSError, pa.ArrowException) as exc:
         raise RunDirError(f"{source} is not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-
-
-def load_checkpoint(source: Location | str | os.PathLike, missing_hint: str) -> dict[str, Any]:
-    """A torch checkpoint of a run, tensors and plain containers only (`weights_only=True`)."""
-    import torch
-
-    source = Location.of(source)
-    try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise RunDirError(f"{source} is missing: {missing_hint}") from None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

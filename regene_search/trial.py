@@ -16,7 +16,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,26 +25,10 @@ import torch.nn.functional as F
 from .augment import augment_batch
 from .config import ProbeConfig, ScoreWeights, TrialConfig
 from .data.dataset import ImageData
-from .models import Classifier, Decoder, EncoderConfig
+from .models import CLASSIFIER_FORMAT, Classifier, Decoder
+from .runtime import autocast, concat, encode_all, infer, lr_schedule, on_device, pick_device, to_float
 
-CHECKPOINT_FORMAT = "regene-search/classifier-v1"
 SPARSITY_ATOL = 1e-6
-EVAL_BATCH = 128  # larger batches ran slower on CPU (benchmarks/README.md); GPUs barely care
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 on CPU (CPU bf16 is slower on most CPUs)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [0, 1] on `device`, channels_last (faster convs on GPUs and on CPU)."""
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 class TrialDiverged(RuntimeError):
@@ -74,32 +57,16 @@ def latent_sparsity(latents: torch.Tensor, atol: float = SPARSITY_ATOL) -> float
     return float((latents.abs() <= atol).float().mean())
 
 
-@torch.no_grad()
-def encode_all(model: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    model.eval()
-    out = []
-    for start in range(0, len(images), EVAL_BATCH):
-        with autocast(device):
-            out.append(model.encode(to_float(images[start : start + EVAL_BATCH], device)).float())
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def accuracy_and_latents(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[float, torch.Tensor]:
     """Top-1 accuracy and the latents of every image, from one pass through the encoder."""
     model.eval()
-    correct, latents = 0, []
-    for start in range(0, len(images), EVAL_BATCH):
-        with autocast(device):
-            z = model.encode(to_float(images[start : start + EVAL_BATCH], device))
-            logits = model.head(z)
-        correct += int((logits.argmax(1).cpu() == labels[start : start + EVAL_BATCH]).sum())
-        latents.append(z.float())
-    return correct / max(1, len(images)), torch.cat(latents) if latents else torch.zeros(0)
 
+    def forward(x: torch.Tensor, y: torch.Tensor) -> tuple[int, torch.Tensor]:
+        z = model.encode(to_float(x, device))
+        return int((model.head(z).argmax(1).cpu() == y).sum()), z.float()
 
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
-    return accuracy_and_latents(model, images, labels, device)[0]
+    parts = infer(forward, images, labels, device=device)
+    return sum(c for c, _ in parts) / max(1, len(images)), concat([z for _, z in parts], torch.zeros(0))
 
 
 def probe_indices(n_train: int, n_val: int, probe: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +100,7 @@ def probe_decoder_mae(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(probe.seed)
         decoder = Decoder(probe.decoder(image_size=size, channels=channels, latent_dim=train_z.shape[1])).to(device)
-    decoder = decoder.to(memory_format=torch.channels_last)  # 1.2-2x per step on CPU: benchmarks/probe_layout.py
+    decoder = on_device(decoder, device)  # channels_last: 1.2-2x per step on CPU (benchmarks/probe_layout.py)
     optimiser = torch.optim.Adam(decoder.parameters(), lr=probe.lr)
     gen = torch.Generator().manual_seed(probe.seed + 1)
     decoder.train()
@@ -145,27 +112,8 @@ def probe_decoder_mae(
         loss.backward()
         optimiser.step()
     decoder.eval()
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(val_z), EVAL_BATCH):
-            with autocast(device):
-                recon = decoder(val_z[start : start + EVAL_BATCH]).float()
-            target = to_float(val_images[start : start + EVAL_BATCH], device)
-            total += float((recon - target).abs().sum())
-    return total / val_images.numel()
-
-
-def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up over the first 10% of steps, then cosine decay to zero."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
+    errors = infer(lambda z, x: float((decoder(z).float() - to_float(x, device)).abs().sum()), val_z, val_images, device=device)
+    return sum(errors) / val_images.numel()
 
 
 def checkpoint_state(
@@ -178,7 +126,7 @@ def checkpoint_state(
 ) -> dict[str, Any]:
     """A plain dict of tensors and primitives, loadable with `torch.load(..., weights_only=True)`."""
     return {
-        "format": CHECKPOINT_FORMAT,
+        "format": CLASSIFIER_FORMAT,
         "encoder_config": dataclasses.asdict(model.config),
         "trial_config": dataclasses.asdict(config),
         "model": model.state_dict(),
@@ -187,15 +135,6 @@ def checkpoint_state(
         "epoch": epoch,
         "metrics": dict(metrics),
     }
-
-
-def load_classifier(state: dict[str, Any], device: torch.device | str = "cpu") -> Classifier:
-    """Rebuild the classifier of a checkpoint dict (as loaded with weights_only=True)."""
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"not a regene-search classifier checkpoint (format={state.get('format')!r})")
-    model = Classifier(EncoderConfig(**state["encoder_config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
 
 
 def run_trial(
@@ -215,11 +154,10 @@ def run_trial(
     """
     device = device or pick_device()
     torch.manual_seed(setup.seed)
-    model = Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    model = on_device(Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(config.epochs * steps_per_epoch))
+    schedule = lr_schedule(optimiser, config.epochs * steps_per_epoch)
     start_epoch = 0
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])

@@ -4,11 +4,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from regene_search.data.names import DatasetRef
 from regene_search.errors import RunDirError, UserError
 from regene_search.results import (
     HISTORY_COLUMNS,
     RunPaths,
-    dataset_folder,
     parquet_rows,
     read_parquet,
     table_from_rows,
@@ -89,5 +89,18 @@ def test_table_from_rows_keeps_schema_types_even_for_missing_values():
 
 
 def test_dataset_folder_names():
-    assert dataset_folder("cifar10") == "cifar10"
-    assert os.sep not in dataset_folder("imagefolder:/a/b/c")
+    assert DatasetRef.of("cifar10").folder == "cifar10"
+    assert os.sep not in DatasetRef.of("imagefolder:/a/b/c").folder
+
+
+def test_run_paths_name_every_stage_file(tmp_path):
+    paths = RunPaths.plan(tmp_path, "mnist", "r")
+    run = Path(paths.dir)
+    assert Path(paths.classifier_checkpoint("t1")) == run / "checkpoints" / "classifier-t1.pt"
+    assert Path(paths.decoder_checkpoint("t1")) == run / "checkpoints" / "decoder-t1.pt"
+    assert Path(paths.generation_grid("t1", 3)) == run / "figures" / "t1" / "generations-n3.png"
+    assert Path(paths.interpolation_strip("t1", 7)) == run / "figures" / "t1" / "interpolation-7.png"
+    assert Path(paths.novelty_figure("t1")) == run / "figures" / "t1" / "novelty.png"
+    assert Path(paths.neutral_checkpoint("abc")) == run.parent / "_neutral" / "neutral-abc.pt"
+    with pytest.raises(UserError, match="outside the run folder"):
+        paths.decoder_checkpoint("../../../../x")

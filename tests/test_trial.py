@@ -8,12 +8,12 @@ from regene_search.trial import (
     TrialDiverged,
     TrialSetup,
     accuracy_and_latents,
-    encode_all,
     latent_sparsity,
-    load_classifier,
     probe_decoder_mae,
     run_trial,
 )
+from regene_search.models import load_classifier
+from regene_search.runtime import encode_all
 
 
 def test_sparsity_of_all_zero_and_dense_latents():

@@ -8,6 +8,7 @@ from pathlib import Path
 from regene_search.data import celeba, cifar, imagefolder, mnist, shapes
 from regene_search.data.cache import default_cache_dir
 from regene_search.data.dataset import ImageData, split_train_val
+from regene_search.data.names import FAMILIES, DatasetRef
 from regene_search.errors import DataError
 
 
@@ -45,18 +46,18 @@ def list_datasets() -> list[DatasetInfo]:
     return list(_DATASETS.values())
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: DatasetRef | str) -> DatasetInfo:
     """The registry entry for `name`; `imagefolder:PATH` inspects PATH's image headers."""
-    family, path = _parse(name)
-    if path is None:
-        return _DATASETS[family]
-    classes, pre = imagefolder.inspect(path)
-    looks_for = IMAGEFOLDER_LOOKS_FOR.replace("PATH", str(path))
-    return DatasetInfo(f"imagefolder:{path}", pre.size, pre.channels, classes, looks_for, hflip=False)
+    ref = DatasetRef.of(name)
+    if ref.path is None:
+        return _DATASETS[ref.family]
+    classes, pre = imagefolder.inspect(ref.path)
+    looks_for = IMAGEFOLDER_LOOKS_FOR.replace("PATH", str(ref.path))
+    return DatasetInfo(ref.name, pre.size, pre.channels, classes, looks_for, hflip=False)
 
 
 def load_dataset(
-    name: str,
+    name: DatasetRef | str,
     data_dir: Path | None = None,
     *,
     seed: int = 0,
@@ -69,7 +70,8 @@ def load_dataset(
     torchvision's download into the cache. Decoded image folders are cached in `cache_dir`
     (default `$REGENE_SEARCH_CACHE` or `~/.cache/regene-search`). Raises `DataError`.
     """
-    family, path = _parse(name)
+    ref = DatasetRef.of(name)
+    family = ref.family
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if family in ("mnist", "fashion-mnist"):
@@ -80,20 +82,8 @@ def load_dataset(
         splits = celeba.load(data_dir, cache_dir, seed=seed)
     elif family == "shapes":
         splits = shapes.load(seed)
-    elif path is None:
+    elif ref.path is None:
         raise DataError("imagefolder: name the folder, as in imagefolder:PATH")
     else:
-        splits = imagefolder.load(path, cache_dir, seed=seed)
-        name = f"imagefolder:{path}"
-    return split_train_val(name, *splits, val_fraction=val_fraction, seed=seed)
-
-
-def _parse(name: str) -> tuple[str, Path | None]:
-    """(family, PATH) for `imagefolder:PATH`, else (a registered name, None)."""
-    family, _, path = name.partition(":")
-    if family == "imagefolder" and path:
-        return family, Path(path).expanduser().resolve()
-    if name not in _DATASETS:
-        choices = ", ".join(n for n in _DATASETS if n != "imagefolder")
-        raise DataError(f"unknown dataset '{name}'; choose from: {choices}, imagefolder:PATH")
-    return name, None
+        splits = imagefolder.load(ref.path, cache_dir, seed=seed)
+    return split_train_val(ref.name, *splits, val_fraction=val_fraction, seed=seed)

@@ -141,21 +141,6 @@ def hypervolume_history(F: np.ndarray, reference: Sequence[float] = REFERENCE_PO
     return history
 
 
-def knee_index(F: np.ndarray) -> int:
-    """The front point nearest (Euclidean) the ideal point once the front is scaled to [0, 1]."""
-    return promote(F, "knee")[0]
-
-
-def weighted_index(F: np.ndarray, weights: Sequence[float]) -> int:
-    """The front point with the lowest weighted sum of front-normalised objectives."""
-    return promote(F, "weighted", weights=weights)[0]
-
-
-def top_k(F: np.ndarray, k: int) -> list[int]:
-    """`k` rows: the front by knee distance, then the rest by rank (asc) and crowding (desc)."""
-    return promote(F, "knee", k=k)
-
-
 def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1) -> list[int]:
     """Row indices of the `k` trials to promote, best first.
 

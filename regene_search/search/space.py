@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LATENT_ACTIVATIONS, TRIAL_FIELD_TYPES
-from ..errors import SpaceError
+from ..data.names import DatasetRef
+from ..errors import DataError, SpaceError
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"  # package data
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -145,13 +146,15 @@ def load_space(path: Path | str) -> SearchSpace:
     return _parse(data, source)
 
 
-def default_space_path(dataset: str) -> Path:
+def default_space_path(dataset: DatasetRef | str) -> Path:
     """regene_search/search_spaces/<dataset>.toml (shipped in the package); any `imagefolder:PATH` uses imagefolder.toml."""
-    name = dataset.partition(":")[0]
-    path = SPACES_DIR / f"{name}.toml"
-    if Path(name).name != name or not path.is_file():
+    try:
+        path = SPACES_DIR / f"{DatasetRef.of(dataset).family}.toml"
+    except DataError:
+        path = None
+    if path is None or not path.is_file():
         known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.toml")))
-        raise SpaceError(f"no search space for dataset {dataset!r} (have: {known}); pass --space FILE.toml")
+        raise SpaceError(f"no search space for dataset {str(dataset)!r} (have: {known}); pass --space FILE.toml")
     return path
 
 

@@ -115,20 +115,29 @@ def run_config(storage: Location, settings: SearchSettings, callbacks: list[tune
     )
 
 
-def new_tuner(
+def make_tuner(
     *,
     data: ImageData,
     setup: TrialSetup,
     budget: Budget,
     settings: SearchSettings,
     param_space: dict[str, Any],
-    storage: Location,
+    storage: Location | str | os.PathLike,
     scheduler: tune.schedulers.TrialScheduler | None = None,
     callbacks: list[tune.Callback] = (),
 ) -> tune.Tuner:
+    """A new search in `storage`, or the interrupted one there continued: finished trials are kept,
+    unfinished ones resume from their checkpoints (with the scheduler and callbacks Tune saved)."""
     quiet_tune_output()
+    storage = Location.of(storage)
+    trainable = make_trainable(data, setup, budget, settings)
+    if can_restore(storage):
+        path, filesystem = experiment_path(storage).tune_storage()
+        return tune.Tuner.restore(
+            path, storage_filesystem=filesystem, trainable=trainable, param_space=param_space, resume_unfinished=True, resume_errored=True
+        )
     return tune.Tuner(
-        make_trainable(data, setup, budget, settings),
+        trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(settings),
@@ -143,28 +152,6 @@ def new_tuner(
 
 def experiment_path(storage: Location) -> Location:
     return storage / EXPERIMENT_NAME
-
-
-def restore_tuner(
-    *,
-    data: ImageData,
-    setup: TrialSetup,
-    budget: Budget,
-    settings: SearchSettings,
-    param_space: dict[str, Any],
-    storage: Location,
-) -> tune.Tuner:
-    """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints."""
-    quiet_tune_output()
-    path, filesystem = experiment_path(storage).tune_storage()
-    return tune.Tuner.restore(
-        path,
-        storage_filesystem=filesystem,
-        trainable=make_trainable(data, setup, budget, settings),
-        param_space=param_space,
-        resume_unfinished=True,
-        resume_errored=True,
-    )
 
 
 def can_restore(storage: Location) -> bool:

@@ -22,25 +22,22 @@ GPU when the cluster has one); without Ray it trains in-process.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import ray
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
 from ..data.dataset import ImageData
-from ..models import Decoder, DecoderConfig
-from ..results import load_checkpoint, table_from_rows, write_bytes, write_parquet
+from ..models import Decoder, DecoderConfig, load_classifier
+from ..results import table_from_rows, write_parquet
+from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, on_device, pick_device, run_tasks, save_checkpoint, to_float
 from ..storage import Location
-from ..trial import EVAL_BATCH, autocast, encode_all, load_classifier, pick_device, to_float
 from .context import StageContext
 from .losses import NEUTRAL_BACKBONE, VGG_BACKBONE, LossSchedule, build_taps, find_vgg_weights, load_vgg_state, perceptual_loss, ssim_loss, ssim_window
 from .neutral import ensure_neutral
@@ -105,32 +102,26 @@ def load_decoder(state: dict[str, Any], device: torch.device | str = "cpu") -> L
     return model.to(device).eval()
 
 
-@torch.no_grad()
 def decode_all(decoder: LatentDecoder, latents: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Latents -> uint8 (N, C, H, W) images on the CPU, rounded as a PNG would store them."""
     decoder.eval()
-    out = []
-    for start in range(0, len(latents), EVAL_BATCH):
-        with autocast(device):
-            images = decoder(latents[start : start + EVAL_BATCH].to(device)).float()
-        out.append(images.clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
-    if not out:
-        return torch.zeros(0, decoder.decoder.config.channels, decoder.decoder.config.image_size, decoder.decoder.config.image_size, dtype=torch.uint8)
-    return torch.cat(out)
+    parts = infer(lambda z: decoder(z.to(device)).float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu(), latents, device=device)
+    config = decoder.decoder.config
+    return concat(parts, torch.zeros(0, config.channels, config.image_size, config.image_size, dtype=torch.uint8))
 
 
-@torch.no_grad()
 def reconstruction_quality(decoder: LatentDecoder, latents: torch.Tensor, images: torch.Tensor, device: torch.device) -> tuple[float, float]:
     """(MAE, mean SSIM) of decoded `latents` against the uint8 `images` they came from."""
     decoder.eval()
-    abs_sum, ssim_sum = 0.0, 0.0
-    for start in range(0, len(latents), EVAL_BATCH):
-        with autocast(device):
-            recon = decoder(latents[start : start + EVAL_BATCH].to(device)).float()
-        target = to_float(images[start : start + EVAL_BATCH], device)
-        abs_sum += float((recon - target).abs().sum())
-        ssim_sum += float(ssim(recon, target, data_range=1.0, size_average=False, win_size=ssim_window(target.shape[-1])).sum())
-    return abs_sum / max(1, images.numel()), ssim_sum / max(1, len(images))
+
+    def errors(z: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+        recon, target = decoder(z.to(device)).float(), to_float(x, device)
+        with torch.autocast(device.type, enabled=False):  # SSIM in fp32 on every device
+            similarity = ssim(recon, target, data_range=1.0, size_average=False, win_size=ssim_window(target.shape[-1]))
+        return float((recon - target).abs().sum()), float(similarity.sum())
+
+    parts = infer(errors, latents, images, device=device)
+    return sum(a for a, _ in parts) / max(1, images.numel()), sum(s for _, s in parts) / max(1, len(images))
 
 
 def train_decoder(
@@ -215,13 +206,6 @@ def train_decoder(
     return checkpoint, rows
 
 
-def _decoder_task(
-    data: ImageData, trial_id: str, encoder_state: dict[str, Any], training: DecoderTraining, backbone: dict[str, Any], threads: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    torch.set_num_threads(threads)
-    return train_decoder(data, trial_id, encoder_state, training, backbone)
-
-
 def perceptual_backbone(ctx: StageContext) -> tuple[dict[str, Any], str]:
     """ImageNet VGG16 if its weights are on disk, else the dataset's neutral classifier.
 
@@ -246,23 +230,15 @@ def decoder_stage(ctx: StageContext) -> dict[str, Any]:
     backbone, source = perceptual_backbone(ctx)
     ctx.console.print(f"decoder: {len(checkpoints)} decoder(s), {training.epochs} epochs, perceptual backbone {backbone['name']} ({source})")
     jobs = {trial_id: encoder_state(path) for trial_id, path in checkpoints.items()}
-    if ray.is_initialized():
-        task = ray.remote(num_cpus=ctx.spec.cpus_per_trial, num_gpus=ctx.spec.gpus_per_trial)(_decoder_task)
-        data_ref, backbone_ref = ray.put(ctx.data), ray.put(backbone)
-        threads = max(1, int(round(ctx.spec.cpus_per_trial)))
-        futures = [task.remote(data_ref, trial_id, state, training, backbone_ref, threads) for trial_id, state in jobs.items()]
-        results = ray.get(futures)
-    else:
-        results = [train_decoder(ctx.data, trial_id, state, training, backbone) for trial_id, state in jobs.items()]
+    calls = [(ctx.data, trial_id, state, training, backbone) for trial_id, state in jobs.items()]
+    results = run_tasks(train_decoder, calls, cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)
 
     all_rows, summary = [], {}
     for trial_id, (checkpoint, rows) in zip(jobs, results, strict=True):
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        write_bytes(buffer.getvalue(), ctx.paths.inside(Path("checkpoints") / f"decoder-{trial_id}.pt"))
+        save_checkpoint(checkpoint, ctx.paths.decoder_checkpoint(trial_id))
         all_rows += rows
         last = rows[-1]
         summary[trial_id] = {"val_mae": last["val_mae"], "val_ssim": last["val_ssim"], "seconds": sum(r["seconds"] for r in rows)}
         ctx.console.print(f"decoder {trial_id}: val MAE {last['val_mae']:.4f}, val SSIM {last['val_ssim']:.3f}")
-    write_parquet(table_from_rows(all_rows, DECODER_COLUMNS), ctx.paths.inside(Path("decoder.parquet")))
+    write_parquet(table_from_rows(all_rows, DECODER_COLUMNS), ctx.paths.decoder)
     return {"perceptual_backbone": backbone["name"], "perceptual_source": source, "epochs": training.epochs, "decoders": summary}

@@ -31,7 +31,6 @@ not per class), metric, value. Metrics:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -40,8 +39,9 @@ from pytorch_msssim import ssim
 
 from ..errors import UserError
 from ..figures import decode_png, grid_png
-from ..results import load_checkpoint, read_parquet, table_from_rows, write_bytes, write_parquet
-from ..trial import EVAL_BATCH, encode_all, load_classifier, pick_device, to_float
+from ..models import load_classifier
+from ..results import read_parquet, table_from_rows, write_bytes, write_parquet
+from ..runtime import concat, encode_all, infer, load_checkpoint, pick_device, to_float
 from .context import StageContext
 from .decoder import decode_all, load_decoder
 from .fid import fid, inception_features, load_inception
@@ -102,21 +102,20 @@ def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, device: t
     return best_i.cpu(), best_d.cpu()
 
 
-@torch.no_grad()
 def ssim_pairs(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Per-pair SSIM of two equal-length uint8 image batches."""
-    out = [
-        ssim(to_float(a[s : s + EVAL_BATCH], device), to_float(b[s : s + EVAL_BATCH], device), data_range=1.0, size_average=False, win_size=ssim_window(a.shape[-1])).cpu()
-        for s in range(0, len(a), EVAL_BATCH)
-    ]
-    return torch.cat(out) if out else torch.zeros(0)
+
+    def pairs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, enabled=False):  # SSIM in fp32 on every device
+            return ssim(to_float(x, device), to_float(y, device), data_range=1.0, size_average=False, win_size=ssim_window(a.shape[-1])).cpu()
+
+    return concat(infer(pairs, a, b, device=device), torch.zeros(0))
 
 
-@torch.no_grad()
 def pixel_mae(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean absolute difference of two uint8 image batches, pixels in [0, 1]."""
-    total = sum(float((a[s : s + EVAL_BATCH].float() - b[s : s + EVAL_BATCH].float()).abs().sum()) for s in range(0, len(a), EVAL_BATCH))
-    return total / 255.0 / max(1, a.numel())
+    sums = infer(lambda x, y: float((x.float() - y.float()).abs().sum()), a, b, device=torch.device("cpu"))
+    return sum(sums) / 255.0 / max(1, a.numel())
 
 
 def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
@@ -208,7 +207,7 @@ def novelty_metrics(
             summary[f"{prefix}_ssim_max"] = m.add(f"{prefix}_ssim_max", similarity.max(), trial_id=trial_id)
             k = settings.figure_pairs
             figure = grid_png([list(queries[:k]), list(train[index[:k]])], row_labels=["generated", "nearest"])
-            write_bytes(figure, ctx.paths.inside(Path("figures") / trial_id / "novelty.png"))
+            write_bytes(figure, ctx.paths.novelty_figure(trial_id))
     return summary
 
 
@@ -220,7 +219,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     inception = load_inception(settings.inception_weights) if settings.inception_weights else None
     neutral_state, neutral_path, cached = ensure_neutral(ctx)
     neutral = load_neutral(neutral_state, device)
-    m = Metrics(data.name)
+    m = Metrics(ctx.spec.dataset.name)
     test_logits, org_features = predict(neutral, data.test_x, device)
     test_accuracy = m.add("neutral_test_accuracy", (test_logits.argmax(1) == data.test_y).float().mean())
     org_inception = None
@@ -230,7 +229,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     trials = {}
     for trial_id, classifier_path in ctx.promoted_checkpoints().items():
         classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
-        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "run the decoder stage first"), device)
+        decoder = load_decoder(load_checkpoint(ctx.paths.decoder_checkpoint(trial_id), "run the decoder stage first"), device)
         recon = decode_all(decoder, encode_all(classifier, data.test_x, device), device)
         recon_logits, recon_features = predict(neutral, recon, device)
         summary = {
@@ -264,7 +263,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
             f"in-domain FID org/gen {summary.get('fid_neutral_org_gen', float('nan')):.2f}, "
             f"org/recon {summary['fid_neutral_org_recon']:.2f}, recon/gen {summary.get('fid_neutral_recon_gen', float('nan')):.2f}"
         )
-    write_parquet(table_from_rows(m.rows, EVALUATION_COLUMNS), ctx.paths.inside(Path("evaluation.parquet")))
+    write_parquet(table_from_rows(m.rows, EVALUATION_COLUMNS), ctx.paths.evaluation)
     return {
         "neutral": {"depth": neutral.config.depth, "test_accuracy": test_accuracy, "checkpoint": str(neutral_path), "from_cache": cached},
         "inception": settings.inception_weights is not None,

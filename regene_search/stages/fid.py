@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from ..errors import UserError
-from ..trial import autocast, to_float
+from ..runtime import autocast, to_float
 from ..weights import load_state_dict_file
 
 INCEPTION_SIZE = 299

@@ -26,7 +26,6 @@ over the holdout (validation) images of class c.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +34,9 @@ import torch
 
 from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
-from ..models import Classifier
-from ..results import load_checkpoint, table_from_rows, write_bytes, write_parquet
-from ..trial import EVAL_BATCH, autocast, encode_all, load_classifier, pick_device, to_float
+from ..models import Classifier, load_classifier
+from ..results import table_from_rows, write_bytes, write_parquet
+from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, pick_device, to_float
 from .context import StageContext
 from .decoder import LatentDecoder, decode_all, load_decoder
 
@@ -132,15 +131,11 @@ def two_step_accept(latent_confidence: torch.Tensor, image_confidence: torch.Ten
     return (latent_confidence >= threshold) & (image_confidence >= threshold)
 
 
-@torch.no_grad()
 def image_logits(classifier: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Classifier logits of uint8 images, float32 on the CPU."""
     classifier.eval()
-    out = []
-    for start in range(0, len(images), EVAL_BATCH):
-        with autocast(device):
-            out.append(classifier(to_float(images[start : start + EVAL_BATCH], device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, classifier.config.num_classes)
+    parts = infer(lambda x: classifier(to_float(x, device)).float().cpu(), images, device=device)
+    return concat(parts, torch.zeros(0, classifier.config.num_classes))
 
 
 @torch.no_grad()
@@ -267,7 +262,6 @@ def write_figures(
 ) -> list[str]:
     """Per n a grid (a row per class, accepted generations), and per class an interpolation strip."""
     data = ctx.data
-    folder = Path("figures") / trial_id
     written = []
     for n in settings.ns:
         grid = [
@@ -275,18 +269,16 @@ def write_figures(
             for c in range(data.num_classes)
         ]
         if any(grid):
-            path = folder / f"generations-n{n}.png"
-            write_bytes(grid_png(grid, row_labels=list(data.classes)), ctx.paths.inside(path))
-            written.append(str(path))
+            written.append(ctx.paths.generation_grid(trial_id, n))
+            write_bytes(grid_png(grid, row_labels=list(data.classes)), written[-1])
     ratios = torch.tensor(INTERPOLATION_RATIOS).view(-1, 1)
     for c, (a, b) in pairs.items():
         ends = latents[np.array([a, b])]
         between = decode_all(decoder, (1 - ratios) * ends[0] + ratios * ends[1], device)
-        path = folder / f"interpolation-{c}.png"
         strip = [data.train_x[a], *between, data.train_x[b]]
-        write_bytes(strip_png(strip, labels=["A", *map(str, INTERPOLATION_RATIOS), "B"]), ctx.paths.inside(path))
-        written.append(str(path))
-    return written
+        written.append(ctx.paths.interpolation_strip(trial_id, c))
+        write_bytes(strip_png(strip, labels=["A", *map(str, INTERPOLATION_RATIOS), "B"]), written[-1])
+    return [path.relative_to(ctx.paths.dir) for path in written]
 
 
 def generate_stage(ctx: StageContext) -> dict[str, Any]:
@@ -299,7 +291,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
     all_rows, summary = [], {}
     for trial_id, classifier_path in ctx.promoted_checkpoints().items():
         classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
-        decoder = load_decoder(load_checkpoint(ctx.paths.checkpoints / f"decoder-{trial_id}.pt", "run the decoder stage first"), device)
+        decoder = load_decoder(load_checkpoint(ctx.paths.decoder_checkpoint(trial_id), "run the decoder stage first"), device)
         latents = TrainLatents(classifier, ctx.data.train_x, used, device)
         thresholds = holdout_thresholds(ctx, classifier, settings, device)
         rows, images = generate_for_trial(ctx, trial_id, classifier, decoder, plan, latents, thresholds, device)
@@ -310,5 +302,5 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             + ", ".join(f"{n}: {rate:.2f}" for n, rate in summary[trial_id]["accept_rate_by_n"].items())
         )
         all_rows += rows
-    write_parquet(table_from_rows(all_rows, GENERATION_COLUMNS), ctx.paths.inside(Path("generations.parquet")))
+    write_parquet(table_from_rows(all_rows, GENERATION_COLUMNS), ctx.paths.generations)
     return {"weights": settings.weights, "ns": list(settings.ns), "per_class": settings.per_class, "trials": summary}

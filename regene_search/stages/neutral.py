@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,15 +26,13 @@ from torch import nn
 from ..augment import augment_batch
 from ..data.dataset import ImageData
 from ..errors import RunDirError, UserError
-from ..results import load_checkpoint, write_bytes
+from ..runtime import autocast, concat, infer, load_checkpoint, pick_device, run_tasks, save_checkpoint, to_float
 from ..storage import Location
-from ..trial import EVAL_BATCH, autocast, pick_device, to_float
 from .context import StageContext
 
 NEUTRAL_FORMAT = "regene-search/neutral-v1"
 DEFAULT_DEPTH = 20
 DEPTH_BY_BUDGET = {"smoke": 8, "default": 20, "paper": 56}
-CACHE_FOLDER = "_neutral"
 
 
 @dataclass(frozen=True)
@@ -157,31 +153,29 @@ def load_neutral(state: dict[str, Any], device: torch.device | str = "cpu") -> N
     return model.to(device).eval().requires_grad_(False)
 
 
-@torch.no_grad()
 def predict(model: NeutralResNet, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images -> (logits, pooled features), both float32 on the CPU."""
-    logits, features = [], []
-    for start in range(0, len(images), EVAL_BATCH):
-        with autocast(device):
-            feats = model.features(to_float(images[start : start + EVAL_BATCH], device))
-            logits.append(model.fc(feats).float().cpu())
-        features.append(feats.float().cpu())
-    if not logits:
-        return torch.zeros(0, model.config.num_classes), torch.zeros(0, model.fc.in_features)
-    return torch.cat(logits), torch.cat(features)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = model.features(to_float(x, device))
+        return model.fc(features).float().cpu(), features.float().cpu()
+
+    parts = infer(forward, images, device=device)
+    logits = concat([a for a, _ in parts], torch.zeros(0, model.config.num_classes))
+    return logits, concat([f for _, f in parts], torch.zeros(0, model.fc.in_features))
 
 
 def cache_path(ctx: StageContext, config: NeutralConfig, training: NeutralTraining) -> Location:
     """`RESULTS_ROOT/<dataset>/_neutral/neutral-<hash>.pt`, keyed by everything that shapes the model."""
     key = {
         "format": NEUTRAL_FORMAT,
-        "dataset": ctx.spec.dataset,
+        "dataset": ctx.spec.dataset.name,
         "train_images": len(ctx.data.train_x),
         "config": dataclasses.asdict(config),
         "training": dataclasses.asdict(training),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return ctx.paths.dataset_dir / CACHE_FOLDER / f"neutral-{digest}.pt"
+    return ctx.paths.neutral_checkpoint(digest)
 
 
 def neutral_setup(ctx: StageContext) -> tuple[NeutralConfig, NeutralTraining]:
@@ -193,11 +187,6 @@ def neutral_setup(ctx: StageContext) -> tuple[NeutralConfig, NeutralTraining]:
         depth=ctx.spec.neutral_depth or DEPTH_BY_BUDGET.get(ctx.spec.budget, DEFAULT_DEPTH),
     )
     return config, NeutralTraining(epochs=ctx.spec.resolved_budget.neutral_epochs, seed=ctx.spec.seed)
-
-
-def _train_task(data: ImageData, config: NeutralConfig, training: NeutralTraining, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    return train_neutral(data, config, training)
 
 
 def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
@@ -217,12 +206,6 @@ def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
     except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
         ctx.console.print(f"neutral: cache {path} unreadable ({type(exc).__name__}), retraining")
     ctx.console.print(f"neutral: training ResNet-{config.depth} for {training.epochs} epochs on {len(ctx.data.train_x)} images")
-    if ray.is_initialized():
-        task = ray.remote(num_cpus=ctx.spec.cpus_per_trial, num_gpus=ctx.spec.gpus_per_trial)(_train_task)
-        state = ray.get(task.remote(ray.put(ctx.data), config, training, max(1, int(round(ctx.spec.cpus_per_trial)))))
-    else:
-        state = train_neutral(ctx.data, config, training)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_bytes(buffer.getvalue(), path)
+    [state] = run_tasks(train_neutral, [(ctx.data, config, training)], cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)
+    save_checkpoint(state, path)
     return state, path, False

@@ -14,7 +14,6 @@ import pyarrow as pa
 from ray import tune
 
 from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
-from ..data import dataset_info
 from ..data.dataset import ImageData
 from ..results import (
     HISTORY_COLUMNS,
@@ -137,7 +136,7 @@ def copy_promoted(trials: list[dict], promoted: list[str], paths: RunPaths) -> N
     by_id = {r["trial_id"]: r for r in trials}
     for trial_id in promoted:
         source = paths.dir / by_id[trial_id]["checkpoint"] / tuning.CHECKPOINT_FILE
-        write_bytes(source.read_bytes(), paths.inside(f"checkpoints/classifier-{trial_id}.pt"))
+        write_bytes(source.read_bytes(), paths.classifier_checkpoint(trial_id))
 
 
 def search_stage(
@@ -151,12 +150,10 @@ def search_stage(
     promotion: Promotion,
     scheduler: tune.schedulers.TrialScheduler | None = None,
 ) -> SearchSummary:
-    common = dict(data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir)
-    if tuning.can_restore(paths.tune_dir):
-        tuner = tuning.restore_tuner(**common)
-    else:
-        callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else [])
-        tuner = tuning.new_tuner(**common, scheduler=scheduler, callbacks=callbacks)
+    callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else [])
+    tuner = tuning.make_tuner(
+        data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks
+    )
     grid = tuner.fit()
     trials, history = collect(grid, budget, paths.dir)
     for row in trials:
@@ -198,7 +195,7 @@ def settings_for(spec: RunSpec, cluster_cpus: float | None) -> tuning.SearchSett
 def run_search_stage(ctx: StageContext) -> dict[str, Any]:
     spec = ctx.spec
     budget = spec.resolved_budget
-    setup = TrialSetup(probe=budget.probe, seed=spec.seed, hflip=dataset_info(spec.dataset).hflip)
+    setup = TrialSetup(probe=budget.probe, seed=spec.seed, hflip=ctx.dataset.hflip)
     summary = search_stage(
         ctx.data,
         ctx.paths,

@@ -18,12 +18,9 @@ from regene_search.search.pareto import (
     crowding_distance,
     hypervolume,
     hypervolume_history,
-    knee_index,
     non_dominated_ranks,
     promote,
     to_minimisation,
-    top_k,
-    weighted_index,
 )
 
 # A coarse grid makes ties and duplicates common; values above 1 fall outside the reference box.
@@ -116,7 +113,7 @@ def test_failed_rows_are_excluded() -> None:
     assert hypervolume_history(F).tolist() == pytest.approx([0.125, 0.125, 0.125])
     assert promote(F, k=3) == [0, 2]
     with pytest.raises(ValueError, match="no successful trial"):
-        knee_index(np.full((2, 3), np.nan))
+        promote(np.full((2, 3), np.nan), "knee")
 
 
 # crowding
@@ -227,22 +224,22 @@ HAND_FRONT = np.array(
 
 def test_knee_on_hand_made_front() -> None:
     # Scaled over the front, sparsity has zero range; distances are 1, .566, 1, .728 for 0, 2, 3, 4.
-    assert knee_index(HAND_FRONT) == 2
+    assert promote(HAND_FRONT, "knee")[0] == 2
     assert promote(HAND_FRONT, "knee", weights=(1.0, 0.0, 0.0)) == [2]  # weights are for "weighted" only
-    assert top_k(HAND_FRONT, 4) == [2, 4, 0, 3]
-    assert top_k(HAND_FRONT, 10) == [2, 4, 0, 3, 1]
+    assert promote(HAND_FRONT, "knee", k=4) == [2, 4, 0, 3]
+    assert promote(HAND_FRONT, "knee", k=10) == [2, 4, 0, 3, 1]
 
 
 def test_knee_tie_goes_to_lowest_index() -> None:
     F = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    assert knee_index(F) == 0
-    assert knee_index(F[::-1]) == 0
+    assert promote(F, "knee")[0] == 0
+    assert promote(F[::-1], "knee")[0] == 0
 
 
 def test_weighted_index() -> None:
-    assert weighted_index(HAND_FRONT, (1.0, 0.0, 0.0)) == 0
-    assert weighted_index(HAND_FRONT, (0.0, 1.0, 0.0)) == 3
-    assert weighted_index(HAND_FRONT, (1.0, 1.0, 1.0)) == 2
+    assert promote(HAND_FRONT, "weighted", weights=(1.0, 0.0, 0.0))[0] == 0
+    assert promote(HAND_FRONT, "weighted", weights=(0.0, 1.0, 0.0))[0] == 3
+    assert promote(HAND_FRONT, "weighted", weights=(1.0, 1.0, 1.0))[0] == 2
     assert promote(HAND_FRONT, "weighted", weights=(0.0, 1.0, 0.0), k=2) == [3, 4]
 
 
@@ -256,7 +253,7 @@ def test_top_k_fills_with_rank_then_crowding() -> None:
             [0.95, 0.95, 0.95],  # rank 2
         ]
     )
-    assert top_k(F, 5) == [0, 2, 3, 1, 4]
+    assert promote(F, "knee", k=5) == [0, 2, 3, 1, 4]
 
 
 @pytest.mark.parametrize(

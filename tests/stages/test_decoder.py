@@ -22,7 +22,8 @@ from regene_search.stages.losses import (
     ssim_window,
 )
 from regene_search.stages.neutral import NeutralConfig, NeutralResNet, NeutralTraining, train_neutral
-from regene_search.trial import encode_all, load_classifier
+from regene_search.models import load_classifier
+from regene_search.runtime import encode_all
 
 
 def test_schedule_starts_high_decays_to_the_end_values_and_keeps_mae_constant():

@@ -17,7 +17,8 @@ from rich.console import Console
 
 from regene_search.config import BUDGETS, Budget, RunSpec
 from regene_search.figures import decode_png
-from regene_search.results import PARETO_COLUMNS, RunPaths, load_checkpoint, read_parquet, table_from_rows, write_bytes, write_parquet
+from regene_search.results import PARETO_COLUMNS, RunPaths, read_parquet, table_from_rows, write_bytes, write_parquet
+from regene_search.runtime import load_checkpoint
 from regene_search.stages.context import StageContext
 from regene_search.stages.decoder import DECODER_COLUMNS, decoder_stage, load_decoder
 from regene_search.stages.evaluate import EVALUATION_COLUMNS, evaluate_stage

@@ -24,7 +24,8 @@ from regene_search.stages.generate import (
     true_class_confidence,
     two_step_accept,
 )
-from regene_search.trial import encode_all, load_classifier
+from regene_search.models import load_classifier
+from regene_search.runtime import encode_all
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,7 +14,7 @@ import torch
 
 from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
 from regene_search.storage import Location
-from regene_search.trial import load_classifier
+from regene_search.models import load_classifier
 
 from ..conftest import CLI, needs_mnist
 

@@ -1,0 +1,135 @@
+"""Running models: device, autocast, memory layout, batched inference, LR schedule, checkpoints, Ray tasks.
+
+Every stage and the classifier trial run their models through these, so a GPU, bf16 autocast and
+channels_last apply everywhere alike and the run folder's checkpoints are written one way.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import RunDirError
+from .storage import Location
+
+EVAL_BATCH = 128  # larger batches ran slower on CPU (benchmarks/README.md); GPUs barely care
+T = TypeVar("T")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 on CPU (CPU bf16 is slower on most CPUs)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 1] on `device`, channels_last (faster convs on GPUs and on CPU)."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` on `device` in the channels_last layout its image inputs (`to_float`) arrive in."""
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def infer(forward: Callable[..., T], *inputs: torch.Tensor, device: torch.device, batch: int = EVAL_BATCH) -> list[T]:
+    """`forward` on aligned batches of `inputs` (sliced along dim 0) under no_grad and autocast; one result per batch.
+
+    `forward` moves its slices to `device` itself (uint8 images with `to_float`); put the model in
+    eval mode first.
+    """
+    results = []
+    for start in range(0, len(inputs[0]), batch):
+        with autocast(device):
+            results.append(forward(*(x[start : start + batch] for x in inputs)))
+    return results
+
+
+def concat(parts: Sequence[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
+    """`torch.cat(parts)`, or `empty` (the right shape and dtype for zero rows) when there are none."""
+    return torch.cat(list(parts)) if parts else empty
+
+
+def encode_all(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The latents (float32, on `device`) of uint8 images, through a classifier's `encode`."""
+    model.eval()
+    parts = infer(lambda x: model.encode(to_float(x, device)).float(), images, device=device)
+    return concat(parts, torch.zeros(0, model.config.latent_dim, device=device))
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over the first `warmup_fraction` of steps, then cosine decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def lr_schedule(optimiser: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """`warmup_cosine` as a per-step scheduler; defined for any number of steps, even one."""
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(max(1, total_steps), warmup_fraction))
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any], target: Location | str | os.PathLike) -> None:
+    """A checkpoint dict (tensors and plain containers), written atomically to a local path or a URI."""
+    Location.of(target).write_bytes(checkpoint_bytes(state))
+
+
+def load_checkpoint(source: Location | str | os.PathLike, missing_hint: str) -> dict[str, Any]:
+    """A checkpoint of a run, tensors and plain containers only (`weights_only=True`)."""
+    source = Location.of(source)
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise RunDirError(f"{source} is missing: {missing_hint}") from None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus: float) -> list[T]:
+    """`fn(*call)` for every call: parallel Ray tasks with these resources when Ray is up, else in order here.
+
+    On Ray an argument object used by several calls (the dataset, a backbone) goes to the object
+    store once, and each task uses as many torch threads as it has CPUs; it lands on a GPU when
+    the cluster has one.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return [fn(*call) for call in calls]
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_with_threads)
+    uses = Counter(id(value) for call in calls for value in call)
+    stored: dict[int, ray.ObjectRef] = {}
+    for value in (value for call in calls for value in call):
+        if uses[id(value)] > 1 and id(value) not in stored:
+            stored[id(value)] = ray.put(value)
+    threads = max(1, int(round(cpus)))
+    return ray.get([task.remote(fn, threads, *(stored.get(id(v), v) for v in call)) for call in calls])
+
+
+def _with_threads(fn: Callable[..., T], threads: int, *args: Any) -> T:
+    torch.set_num_threads(threads)
+    return fn(*args)
