@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import DecoderConfig, EncoderConfig
+from .runtime import on_device
 
 CLASSIFIER_FORMAT = "regene-search/classifier-v1"
 
@@ -68,7 +69,7 @@ def load_classifier(state: dict[str, Any], device: torch.device | str = "cpu") -
         raise ValueError(f"not a regene-search classifier checkpoint (format={state.get('format')!r})")
     model = Classifier(EncoderConfig(**state["encoder_config"]))
     model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return on_device(model, device).eval()
 
 
 class Decoder(nn.Module):

@@ -98,3 +98,12 @@ def test_run_tasks_on_ray_use_the_requested_threads(ray_instance):
     shared = torch.ones(1000)
     results = run_tasks(_threads_and_sum, [(shared, 0), (shared, 10), (shared, 20)], cpus=2, gpus=0)
     assert results == [(2, 1000.0), (2, 1010.0), (2, 1020.0)]
+
+
+def test_cosine_from_start_is_capped_by_the_ramp_and_spans_every_step():
+    factor = warmup_cosine(80, warmup_fraction=0.125, cosine_from_start=True)
+    warmup = 10
+    for step in range(80):
+        ramp, cosine = (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / 80))
+        assert factor(step) == pytest.approx(min(ramp, cosine))
+    assert factor(80) == pytest.approx(0.0, abs=1e-12)

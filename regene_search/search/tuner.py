@@ -17,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
+from ..runtime import load_checkpoint, save_checkpoint
 from ..trial import TrialDiverged, TrialSetup, run_trial
 from ..storage import Location
 from .pareto import MODES, OBJECTIVES
@@ -59,11 +60,11 @@ def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, bu
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+            resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE, "Tune's trial checkpoint has no classifier")
 
     def report(metrics: dict[str, Any], make_checkpoint) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(make_checkpoint(), Path(folder) / CHECKPOINT_FILE)
+            save_checkpoint(make_checkpoint(), Path(folder) / CHECKPOINT_FILE)
             tune.report({**metrics, "planned_epochs": trial_config.epochs, "diverged": False}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:

@@ -36,7 +36,7 @@ from torch import nn
 from ..data.dataset import ImageData
 from ..models import Decoder, DecoderConfig, load_classifier
 from ..results import table_from_rows, write_parquet
-from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, on_device, pick_device, run_tasks, save_checkpoint, to_float
+from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, lr_schedule, on_device, pick_device, run_tasks, save_checkpoint, to_float
 from ..storage import Location
 from .context import StageContext
 from .losses import NEUTRAL_BACKBONE, VGG_BACKBONE, LossSchedule, build_taps, find_vgg_weights, load_vgg_state, perceptual_loss, ssim_loss, ssim_window
@@ -46,6 +46,7 @@ DECODER_FORMAT = "regene-search/decoder-v1"
 # Twice the probe's width or more. 16 at 28 px is where MNIST quality saturates for its cost on a
 # CPU (measured: val MAE 0.052 vs 0.049 at 32, 2.6x faster); colour images get more.
 WIDTH_BY_SIZE = {28: 16, 32: 32, 64: 64}
+WARMUP_FRACTION = 0.125
 DECODER_COLUMNS = pa.schema(
     [
         ("trial_id", pa.string()),
@@ -99,7 +100,7 @@ def load_decoder(state: dict[str, Any], device: torch.device | str = "cpu") -> L
         raise ValueError(f"not a regene-search decoder checkpoint (format={state.get('format')!r})")
     model = LatentDecoder(DecoderConfig(**state["decoder_config"]), state["latent_mean"], state["latent_std"])
     model.decoder.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return on_device(model, device).eval()
 
 
 def decode_all(decoder: LatentDecoder, latents: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -141,15 +142,10 @@ def train_decoder(
     mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
     config = DecoderConfig(image_size=data.image_size, channels=data.channels, latent_dim=train_z.shape[1], base_width=training.width_for(data.image_size))
     torch.manual_seed(training.seed)
-    model = LatentDecoder(config, mean, std).to(device)
-    taps = build_taps(backbone).to(device)
-    if device.type == "cuda":
-        model, taps = model.to(memory_format=torch.channels_last), taps.to(memory_format=torch.channels_last)
+    model = on_device(LatentDecoder(config, mean, std), device)
+    taps = on_device(build_taps(backbone), device)
     optimiser = torch.optim.Adam(model.parameters(), lr=training.lr)
-    steps = max(1, training.epochs * math.ceil(len(train_z) / training.batch_size))
-    warmup = max(1, steps // 8)
-    # Linear warm-up, then cosine decay; defined for any number of steps, even one.
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    schedule = lr_schedule(optimiser, training.epochs * math.ceil(len(train_z) / training.batch_size), warmup_fraction=WARMUP_FRACTION, cosine_from_start=True)
     train_x = data.train_x.to(device)
     train_z = train_z.to(device)
     gen = torch.Generator().manual_seed(training.seed + 29)
@@ -171,7 +167,7 @@ def train_decoder(
             optimiser.zero_grad(set_to_none=True)
             total.backward()
             optimiser.step()
-            lr_schedule.step()
+            schedule.step()
             sums += torch.stack([mae, structure, perceptual, total]).detach() * len(idx)
         val_mae, val_ssim = reconstruction_quality(model, val_z, data.val_x, device)
         means = (sums.double().cpu() / len(train_z)).tolist()

@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from ..errors import UserError
-from ..runtime import autocast, to_float
+from ..runtime import concat, infer, on_device, to_float
 from ..weights import load_state_dict_file
 
 INCEPTION_SIZE = 299
@@ -95,15 +95,14 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-@torch.no_grad()
 def inception_features(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """2048-d pool features of uint8 (N, C, H, W) images: grey -> RGB, bilinear to 299 px, [-1, 1]."""
-    model = model.to(device).eval()
-    out = []
-    for start in range(0, len(images), INCEPTION_BATCH):
-        x = to_float(images[start : start + INCEPTION_BATCH], device)
+    model = on_device(model, device).eval()
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        x = to_float(batch, device)
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
-        with autocast(device):
-            out.append(model(x * 2.0 - 1.0).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 2048)
+        return model(x * 2.0 - 1.0).float().cpu()
+
+    return concat(infer(forward, images, device=device, batch=INCEPTION_BATCH), torch.zeros(0, 2048))

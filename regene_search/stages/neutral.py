@@ -26,13 +26,14 @@ from torch import nn
 from ..augment import augment_batch
 from ..data.dataset import ImageData
 from ..errors import RunDirError, UserError
-from ..runtime import autocast, concat, infer, load_checkpoint, pick_device, run_tasks, save_checkpoint, to_float
+from ..runtime import autocast, concat, infer, load_checkpoint, lr_schedule, on_device, pick_device, run_tasks, save_checkpoint, to_float
 from ..storage import Location
 from .context import StageContext
 
 NEUTRAL_FORMAT = "regene-search/neutral-v1"
 DEFAULT_DEPTH = 20
 DEPTH_BY_BUDGET = {"smoke": 8, "default": 20, "paper": 56}
+WARMUP_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,9 @@ def train_neutral(data: ImageData, config: NeutralConfig, training: NeutralTrain
     """Train from scratch on the train split; return a checkpoint dict with its test accuracy."""
     device = device or pick_device()
     torch.manual_seed(training.seed)
-    model = NeutralResNet(config).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = on_device(NeutralResNet(config), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
-    steps = max(1, training.epochs * math.ceil(len(data.train_x) / training.batch_size))
-    warmup = max(1, steps // 5)
-    # Linear warm-up, then cosine decay; defined for any number of steps, even one.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    schedule = lr_schedule(optimiser, training.epochs * math.ceil(len(data.train_x) / training.batch_size), warmup_fraction=WARMUP_FRACTION, cosine_from_start=True)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     gen = torch.Generator().manual_seed(training.seed + 17)
     for _ in range(training.epochs):
@@ -150,7 +146,7 @@ def load_neutral(state: dict[str, Any], device: torch.device | str = "cpu") -> N
         raise ValueError(f"not a regene-search neutral classifier checkpoint (format={state.get('format')!r})")
     model = NeutralResNet(NeutralConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    return model.to(device).eval().requires_grad_(False)
+    return on_device(model, device).eval().requires_grad_(False)
 
 
 def predict(model: NeutralResNet, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
