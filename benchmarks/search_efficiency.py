@@ -1,346 +1,322 @@
-"""Hypervolume per trial-epoch: random+FIFO vs TPE+FIFO vs TPE+ASHA(joint_score) vs TPE+pareto-asha.
+"""Search efficiency on a table of recorded learning curves: every method, N seeds, replayed.
 
-Every method runs a real Ray Tune search (our trainable, searcher and schedulers from
-regene_search/search/) on the same data subset, search space, probe and seeds, 2 concurrent
-trials with 1 CPU each. FIFO methods run `--trials` trials (each planned for `--max-epochs`);
-the early-stopping methods get the same budget of trial-epochs (`--trials x --max-epochs`) and
-as many trials as fit in it (a global Tune stopper ends the search when the budget is spent).
+Each (method, seed, workers) search is replayed by `benchmarks/replay.py` against the table
+(`benchmarks/record_curves.py` records them): the real searchers (`search/tuner.py:make_searcher`,
+i.e. OptunaSearch with the project's sampler behind a ConcurrencyLimiter of `workers`) and the
+real schedulers (Tune's FIFO, `RecordingASHA` on joint_score, `ParetoASHA`), in simulated time.
 
-Hypervolume (search/pareto.py: minimisation form, reference (1, 1, 1)) is recorded after every
-reported epoch, in report-arrival order, of the set holding each trial's latest reported
-objectives -- the set the pareto stage ranks (trials.parquet keeps each trial's last report).
-`hypervolume_all` also counts every earlier epoch's point (monotone).
+| method | sampler | scheduler |
+|---|---|---|
+| random-fifo, tpe-fifo, nsga2-fifo | `make_sampler(random / tpe / nsga2)` | FIFO |
+| random-asha, tpe-asha | random / tpe | `RecordingASHA`, joint_score, grace 1, rf 2, max_t = the table's epochs |
+| random-pareto-asha, tpe-pareto-asha | random / tpe | `ParetoASHA`, grace 1, rf 2, max_t = the table's epochs |
+| random-epsnet-asha, tpe-epsnet-asha | random / tpe | `EpsNetParetoASHA` (a variant: epsilon-net order inside fronts), same rungs |
 
-    python benchmarks/search_efficiency.py           # 4 methods x 3 seeds (~35-45 min on 2 shared cores)
-    python benchmarks/search_efficiency.py --quick   # 1 seed, tiny (~3-4 min)
+Every search gets the same budget of trial-epochs, `--trials` x the table's epochs (FIFO runs
+`--trials` trials; the early-stopping methods as many as fit); the sampler is built for
+`--trials` trials (TPE start-up, NSGA-II population), as `run --trials` would. Hypervolume is
+`search/pareto.py:hypervolume` (minimisation form, reference (1, 1, 1)) of each trial's latest
+reported point -- what the pareto stage ranks -- after every reported epoch.
 
-Writes benchmarks/results/search_efficiency.parquet (one row per reported epoch: method, seed,
-trial_epochs, hypervolume, trial_id, epoch, the three objectives, hypervolume_all, seconds),
-search_efficiency.png and search_efficiency.json (summary). `--from-parquet FILE` redoes the
-summary and the plot from a parquet without searching.
+Printed: per method, hypervolume at a few fractions of the budget with 2 workers (median [IQR]
+over seeds); trial-epochs to reach TARGET = the median over seeds of random-FIFO's final
+hypervolume (2 workers; median over seeds, a seed that never reaches it counts as infinite);
+the worst gap of the method's median curve below random-FIFO's median curve at any budget;
+simulated wall-clock of the whole budget and to reach TARGET with 2 and 16 workers (medians).
+Then, from the table alone, the Spearman correlation of each objective at each epoch with its
+value at the last epoch, over the recorded configurations (how far an early rung can be trusted).
+
+    python benchmarks/search_efficiency.py --table benchmarks/data/cifar10_curves.parquet --seeds 20
+    python benchmarks/search_efficiency.py --table benchmarks/data/mnist_curves.parquet --seeds 3 --methods random-fifo tpe-pareto-asha
+
+Writes to --out (default benchmarks/results), named after the table: search_efficiency_<table>.parquet
+(one row per reported epoch: method, seed, workers, trial_epochs, time, hypervolume, trial,
+config_id, epoch, decision), .png (hypervolume curves and the rank agreement), .json (summary).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
+import multiprocessing
+import resource
 import sys
-import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, default_dataset, load, local_ray, machine, table, write_json  # noqa: E402
+from _common import RESULTS, machine, table, write_json  # noqa: E402
+from replay import Table, replay  # noqa: E402
 
-from regene_search.config import Budget, ProbeConfig  # noqa: E402
-from regene_search.search.pareto import OBJECTIVES, hypervolume, hypervolume_history, to_minimisation  # noqa: E402
+from regene_search.search.epsnet_asha import EpsNetParetoASHA  # noqa: E402
+from regene_search.search.pareto import OBJECTIVES, REFERENCE_POINT, hypervolume, to_minimisation  # noqa: E402
 from regene_search.search.pareto_asha import ParetoASHA  # noqa: E402
 from regene_search.search.schedulers import FIFOScheduler, RecordingASHA  # noqa: E402
-from regene_search.search.space import load_space  # noqa: E402
-from regene_search.search.tuner import SearchSettings, make_searcher, make_trainable, quiet_tune_output, run_config, trial_dirname  # noqa: E402
-from regene_search.trial import TrialSetup  # noqa: E402
+from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output  # noqa: E402
 
-SPACE = Path(__file__).resolve().parent / "search_efficiency_space.toml"
 # method -> (sampler, scheduler kind)
 METHODS = {
     "random-fifo": ("random", "fifo"),
     "tpe-fifo": ("tpe", "fifo"),
+    "nsga2-fifo": ("nsga2", "fifo"),
+    "random-asha": ("random", "asha"),
     "tpe-asha": ("tpe", "asha"),
+    "random-pareto-asha": ("random", "pareto-asha"),
     "tpe-pareto-asha": ("tpe", "pareto-asha"),
+    "random-epsnet-asha": ("random", "epsnet-asha"),  # variants designed to win (regene_search/search/epsnet_asha.py)
+    "tpe-epsnet-asha": ("tpe", "epsnet-asha"),
 }
-COLOURS = {"random-fifo": "tab:gray", "tpe-fifo": "tab:blue", "tpe-asha": "tab:orange", "tpe-pareto-asha": "tab:green"}
+BASELINE = "random-fifo"
+COLOURS = {"random-fifo": "black", "tpe-fifo": "tab:blue", "nsga2-fifo": "tab:purple", "random-asha": "tab:olive",
+           "tpe-asha": "tab:orange", "random-pareto-asha": "tab:cyan", "tpe-pareto-asha": "tab:green",
+           "random-epsnet-asha": "tab:pink", "tpe-epsnet-asha": "tab:red"}
+FRACTIONS = (1 / 8, 1 / 4, 1 / 3, 1 / 2, 1)
+CURVE_WORKERS = 2  # the hypervolume-vs-trial-epochs figures come from the 2-worker replays
+
+_TABLE: Table | None = None  # set before the process pool forks, so workers share it
 
 
-class ResultLog(tune.Callback):
-    """Every reported result, in the order the driver receives them."""
-
-    def __init__(self) -> None:
-        self.results: list[dict] = []
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        keep = ("epoch", "diverged", *OBJECTIVES, "joint_score", "train_seconds", "probe_seconds")
-        self.results.append({"trial_id": trial.trial_id, "arrived": time.time(), **{k: result.get(k) for k in keep}})
-
-
-class TrialEpochBudget(tune.Stopper):
-    """Ends the whole search once `budget` epochs have been reported (over all trials)."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.reported = 0
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        self.reported += 1
-        return False
-
-    def stop_all(self) -> bool:
-        return self.reported >= self.budget
-
-
-def make_scheduler(kind: str, max_epochs: int):
-    """The same schedulers (and arguments) as regene_search.search.schedulers.make_scheduler."""
+def make_scheduler(kind: str, max_t: int):
+    """The arguments of regene_search.search.schedulers.make_scheduler, with max_t = the table's epochs."""
     if kind == "fifo":
         return FIFOScheduler()
     if kind == "asha":
-        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=max_epochs, grace_period=1, reduction_factor=2)
-    return ParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
+        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=max_t, grace_period=1, reduction_factor=2)
+    if kind == "epsnet-asha":
+        return EpsNetParetoASHA(max_t=max_t, grace_period=1, reduction_factor=2)
+    return ParetoASHA(max_t=max_t, grace_period=1, reduction_factor=2)
 
 
-def run_search(method: str, seed: int, *, data, budget: Budget, args) -> tuple[list[dict], dict]:
-    sampler, kind = METHODS[method]
-    settings = SearchSettings(trials=args.trials, sampler=sampler, max_concurrent=2, cpus_per_trial=1.0, max_failures=1, seed=seed)
-    setup = TrialSetup(probe=budget.probe, seed=seed, hflip=args.dataset == "shapes")
-    epoch_budget = args.trials * args.max_epochs
-    log = ResultLog()
-    with tempfile.TemporaryDirectory(prefix="rs-bench-tune-", dir="/tmp") as storage:
-        config = run_config(Path(storage), settings, [log])
-        if kind != "fifo":
-            config.stop = TrialEpochBudget(epoch_budget)
-        tuner = tune.Tuner(
-            make_trainable(data, setup, budget, settings),
-            param_space=load_space(SPACE).to_tune() | {"epochs": args.max_epochs},
-            tune_config=tune.TuneConfig(
-                search_alg=make_searcher(settings),
-                scheduler=make_scheduler(kind, args.max_epochs),
-                num_samples=args.trials if kind == "fifo" else 4 * args.trials,
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname,
-            ),
-            run_config=config,
-        )
-        start = time.perf_counter()
-        grid = tuner.fit()
-        wall = time.perf_counter() - start
-        errors = sum(r.error is not None for r in grid)
-    results = log.results[:epoch_budget]
-    started = {r["trial_id"] for r in results}
-    return results, {"method": method, "seed": seed, "wall_seconds": wall, "trials_reporting": len(started), "errors": errors,
-                     "trial_epochs": len(results), "train_seconds": sum(r["train_seconds"] or 0 for r in results),
-                     "probe_seconds": sum(r["probe_seconds"] or 0 for r in results)}
+def hypervolume_curve(reports: list[dict]) -> np.ndarray:
+    """Hypervolume of each trial's latest point after every report.
 
-
-def curve(results: list[dict]) -> pd.DataFrame:
-    """Hypervolume after each reported epoch: of each trial's latest point, and of all points so far."""
-    latest: dict[str, np.ndarray] = {}
-    points = []
-    rows = []
-    for i, r in enumerate(results, start=1):
-        bad = r.get("diverged") or any(r.get(k) is None or not math.isfinite(float(r[k])) for k in OBJECTIVES)
-        point = np.full(len(OBJECTIVES), np.nan) if bad else to_minimisation(np.array([[float(r[k]) for k in OBJECTIVES]]))[0]
-        latest[r["trial_id"]] = point
-        points.append(point)
-        rows.append({"trial_epochs": i, "hypervolume": hypervolume(np.array(list(latest.values()))), "trial_id": r["trial_id"],
-                     "epoch": r.get("epoch"), "arrived": r["arrived"],
-                     **{k: (float("nan") if bad else float(r[k])) for k in OBJECTIVES}})
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["hypervolume_all"] = hypervolume_history(np.array(points))
-        frame["seconds"] = frame.pop("arrived") - results[0]["arrived"]
-    return frame
-
-
-def on_grid(frame: pd.DataFrame, budget: int) -> np.ndarray:
-    """A run's hypervolume at trial-epochs 1..budget (0 before the first report, last value after the end)."""
-    values = np.zeros(budget)
-    for te, hv in zip(frame["trial_epochs"], frame["hypervolume"]):
-        if te <= budget:
-            values[te - 1 :] = hv
+    Recomputed only when it can change: a point weakly dominated by another trial's latest point
+    adds nothing, so if both the replaced point and its replacement are, the volume stays."""
+    latest: dict[int, np.ndarray] = {}
+    values = np.zeros(len(reports))
+    volume = 0.0
+    reference = np.asarray(REFERENCE_POINT)
+    for k, r in enumerate(reports):
+        bad = r["diverged"] or any(r[o] is None or not math.isfinite(r[o]) for o in OBJECTIVES)
+        point = np.full(len(OBJECTIVES), np.nan) if bad else to_minimisation(np.array([[r[o] for o in OBJECTIVES]]))[0]
+        old = latest.get(r["trial"])
+        others = np.array([p for t, p in latest.items() if t != r["trial"]]).reshape(-1, len(OBJECTIVES))
+        latest[r["trial"]] = point
+        if _matters(point, others, reference) or (old is not None and _matters(old, others, reference)):
+            volume = hypervolume(np.array(list(latest.values())))
+        values[k] = volume
     return values
 
 
-def first_reaching(values: np.ndarray, target: float) -> int | None:
+def _matters(point: np.ndarray, others: np.ndarray, reference: np.ndarray) -> bool:
+    if np.isnan(point).any() or not np.all(point < reference):
+        return False
+    return not np.any(np.all(others <= point, axis=1))
+
+
+def run_one(task: tuple[str, int, int, int]) -> pd.DataFrame:
+    """One replayed search -> its reports with the hypervolume after each."""
+    method, seed, workers, trials = task
+    sampler, kind = METHODS[method]
+    quiet_tune_output()
+    searcher = make_searcher(SearchSettings(trials=trials, sampler=sampler, max_concurrent=workers, seed=seed))
+    result = replay(_TABLE, searcher, make_scheduler(kind, _TABLE.epochs), workers=workers, trial_epoch_budget=trials * _TABLE.epochs)
+    frame = pd.DataFrame(result.reports)
+    frame["hypervolume"] = hypervolume_curve(result.reports)
+    frame.insert(0, "workers", workers)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "method", method)
+    return frame[["method", "seed", "workers", "trial_epochs", "time", "hypervolume", "trial", "config_id", "epoch", "decision"]]
+
+
+def rank_agreement(tbl: Table) -> pd.DataFrame:
+    """Spearman correlation of each objective at epoch e with its last-epoch value, over configurations recorded to the end."""
+    full = [cid for cid, rs in tbl.results.items() if len(rs) == tbl.epochs and not rs[-1]["diverged"]]
+    rows = []
+    for epoch in range(1, tbl.epochs + 1):
+        row = {"epoch": epoch}
+        for objective in (*OBJECTIVES, "joint_score"):
+            now = [tbl.results[c][epoch - 1][objective] for c in full]
+            final = [tbl.results[c][-1][objective] for c in full]
+            row[objective] = float(pd.Series(now).rank().corr(pd.Series(final).rank())) if len(full) > 2 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def on_grid(run: pd.DataFrame, budget: int, column: str = "hypervolume") -> np.ndarray:
+    """A run's value after 1..budget trial-epochs (a run cut short keeps its last value)."""
+    values = np.zeros(budget)
+    got = run[column].to_numpy()[:budget]
+    values[: len(got)] = got
+    if len(got) < budget and len(got):
+        values[len(got) :] = got[-1]
+    return values
+
+
+def first_reaching(values: np.ndarray, target: float) -> float:
     hits = np.flatnonzero(values >= target - 1e-12)
-    return int(hits[0]) + 1 if len(hits) else None
+    return float(hits[0] + 1) if len(hits) else math.inf
 
 
-def summarise(frames: pd.DataFrame, seeds: list[int], budget: int) -> dict:
-    """Trial-epochs each method needs to reach random-FIFO's final hypervolume (and 99% of it), per seed and on the mean curve."""
-    grids = {(m, s): on_grid(g, budget) for (m, s), g in frames.groupby(["method", "seed"])}
-    baseline = "random-fifo"
-    methods = [m for m in METHODS if any((m, s) in grids for s in seeds)]
-    summary: dict = {"budget_trial_epochs": budget, "methods": {}}
-    target_mean = float(np.mean([grids[(baseline, s)][-1] for s in seeds if (baseline, s) in grids]))
-    checkpoints = sorted({max(1, round(budget * f)) for f in (1 / 8, 1 / 4, 1 / 3, 1 / 2, 1)})
+def time_reaching(run: pd.DataFrame, target: float) -> float:
+    hits = run.loc[run["hypervolume"] >= target - 1e-12, "time"]
+    return float(hits.iloc[0]) if len(hits) else math.inf
+
+
+def quartiles(values) -> tuple[float, float, float]:
+    q1, q2, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    return float(q1), float(q2), float(q3)
+
+
+def summarise(frames: pd.DataFrame, methods: list[str], seeds: list[int], budget: int) -> dict:
+    curves = {(m, s): on_grid(g, budget) for (m, s), g in frames[frames["workers"] == CURVE_WORKERS].groupby(["method", "seed"])}
+    target = float(np.median([curves[(BASELINE, s)][-1] for s in seeds]))
+    baseline_median = np.median([curves[(BASELINE, s)] for s in seeds], axis=0)
+    checkpoints = sorted({max(1, round(budget * f)) for f in FRACTIONS})
+    summary = {"budget_trial_epochs": budget, "target_hv": target, "checkpoints": checkpoints, "methods": {}}
     for method in methods:
-        runs = {s: grids[(method, s)] for s in seeds if (method, s) in grids}
-        mean_curve = np.mean(list(runs.values()), axis=0)
-        entry: dict = {
-            "final_hv_mean": float(mean_curve[-1]),
-            "final_hv_min": float(min(r[-1] for r in runs.values())),
-            "final_hv_max": float(max(r[-1] for r in runs.values())),
-            "hv_mean_at": {str(te): float(mean_curve[te - 1]) for te in checkpoints},
+        stack = np.array([curves[(method, s)] for s in seeds])
+        need = [first_reaching(run, target) for run in stack]
+        entry = {
+            "hv_at": {str(te): quartiles(stack[:, te - 1]) for te in checkpoints},
+            "trial_epochs_to_target": need,
+            "median_trial_epochs_to_target": float(np.median(need)),
+            "seeds_reaching_target": int(np.sum(np.isfinite(need))),
+            "worst_gap_below_baseline_median": float(np.max(baseline_median - np.median(stack, axis=0))),
+            "wall": {},
         }
-        for name, level in (("", 1.0), ("_99pct", 0.99)):
-            per_seed = []
-            for s, run in runs.items():
-                if (baseline, s) not in grids:
-                    continue
-                target = level * grids[(baseline, s)][-1]
-                need = first_reaching(run, target)
-                per_seed.append({"seed": s, "target_hv": float(target), "final_hv": float(run[-1]),
-                                 "trial_epochs_to_target": need, "fraction": None if need is None else need / budget})
-            need = first_reaching(mean_curve, level * target_mean)
-            fractions = [p["fraction"] for p in per_seed]
-            entry[f"per_seed{name}"] = per_seed
-            entry[f"mean_curve_trial_epochs_to_target{name}"] = need
-            entry[f"mean_curve_fraction{name}"] = None if need is None else need / budget
-            # A seed that never reaches its target counts as > 1 (the median then says so).
-            entry[f"median_seed_fraction{name}"] = float(np.median([f if f is not None else math.inf for f in fractions])) if fractions else None
+        for workers, group in frames[frames["method"] == method].groupby("workers"):
+            runs = [g for _, g in group.groupby("seed")]
+            entry["wall"][str(workers)] = {"budget_seconds": float(np.median([g["time"].iloc[-1] for g in runs])),
+                                           "seconds_to_target": float(np.median([time_reaching(g, target) for g in runs])),
+                                           "trials": float(np.median([g["trial"].nunique() for g in runs]))}
         summary["methods"][method] = entry
-    summary["target_hv_mean"] = target_mean
-    summary["best_hv_any_run"] = float(frames["hypervolume"].max())
     return summary
 
 
-GAP_FLOOR = 2e-3  # the gap panel's floor (the best run's own gap is 0)
-STYLES = {"random-fifo": "--", "tpe-fifo": "-", "tpe-asha": "-", "tpe-pareto-asha": "-"}
+def report(summary: dict, workers: list[int]) -> str:
+    budget, rows = summary["budget_trial_epochs"], []
+    for method, m in summary["methods"].items():
+        need = m["median_trial_epochs_to_target"]
+        cells = [method]
+        cells += [f"{q2:.4f} [{q1:.4f}, {q3:.4f}]" for q1, q2, q3 in (m["hv_at"][str(te)] for te in summary["checkpoints"])]
+        cells += [f"{need:.0f} ({need / budget:.2f})" if math.isfinite(need) else "not reached", f"{m['seeds_reaching_target']}",
+                  f"{m['worst_gap_below_baseline_median']:+.4f}"]
+        for w in workers:
+            wall = m["wall"].get(str(w), {})
+            to_target = wall.get("seconds_to_target", math.inf)
+            cells += [f"{wall.get('budget_seconds', math.nan) / 3600:.2f}", f"{to_target / 3600:.2f}" if math.isfinite(to_target) else "-"]
+        rows.append(cells)
+    header = ["method", *[f"HV@{te} med [IQR]" for te in summary["checkpoints"]], "te to target (frac)", "seeds hit", "worst gap"]
+    for w in workers:
+        header += [f"h budget W={w}", f"h to target W={w}"]
+    return table(rows, header)
 
 
-def plot(frames: pd.DataFrame, summary: dict, budget: int, path: Path, title: str) -> None:
-    """Left: hypervolume vs trial-epochs. Right: the gap to the best hypervolume any run found (log scale)."""
+def plot(frames: pd.DataFrame, summary: dict, agreement: pd.DataFrame, methods: list[str], path: Path, title: str) -> None:
+    """Left: hypervolume vs trial-epochs (median, IQR band). Right: Spearman of epoch-e objectives with the last epoch's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
+    budget = summary["budget_trial_epochs"]
+    fig, (ax, rank_ax) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=110, gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(1, budget + 1)
-    best = summary["best_hv_any_run"]
-    for method in METHODS:
-        runs = [on_grid(g, budget) for (m, _), g in frames.groupby(["method", "seed"]) if m == method]
-        if not runs:
-            continue
-        stack = np.array(runs)
-        for axis, values in ((ax, stack), (gap_ax, np.maximum(best - stack, GAP_FLOOR))):
-            axis.plot(x, values.mean(0), color=COLOURS[method], ls=STYLES[method], label=f"{method} (n={len(runs)})", lw=2, zorder=3)
-            axis.fill_between(x, values.min(0), values.max(0), color=COLOURS[method], alpha=0.12, lw=0)
-    target = summary["target_hv_mean"]
-    ax.axhline(target, color="black", ls=":", lw=1, label=f"random-fifo final HV (mean {target:.4f})")
-    gap_ax.axhline(max(best - target, GAP_FLOOR), color="black", ls=":", lw=1, label="random-fifo final HV")
-    need = summary["methods"].get("tpe-pareto-asha", {}).get("mean_curve_trial_epochs_to_target")
-    if need is not None:
-        for axis in (ax, gap_ax):
-            axis.axvline(need, color=COLOURS["tpe-pareto-asha"], ls=":", lw=1.5)
-        ax.annotate(f"pareto-asha mean curve reaches it\nat {need} trial-epochs ({need / budget:.0%})", (need, target),
-                    xytext=(-8, 14), textcoords="offset points", fontsize=9, color=COLOURS["tpe-pareto-asha"], ha="right")
-    for axis in (ax, gap_ax):
-        axis.axvline(budget / 3, color="grey", ls="-.", lw=0.8, label="1/3 of the budget")
-        axis.set_xlabel("trial-epochs consumed (reported epochs, all trials, arrival order)")
-        axis.set_xlim(1, budget)
-        axis.grid(alpha=0.3)
-    ax.set_ylabel("hypervolume (min. form, ref (1,1,1); latest point per trial)")
-    lows = frames["hypervolume"][frames["hypervolume"] > 0]
-    if len(lows):
-        ax.set_ylim(max(0.0, float(lows.quantile(0.05)) - 0.02), min(1.0, best + 0.01))
-    ax.legend(loc="lower right", fontsize=8)
-    gap_ax.set_yscale("log")
-    gap_ax.set_ylim(bottom=GAP_FLOOR * 0.9)
-    gap_ax.set_ylabel(f"gap to the best HV of any run ({best:.4f}), log")
-    gap_ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    curves = frames[frames["workers"] == CURVE_WORKERS]
+    for method in methods:
+        stack = np.array([on_grid(g, budget) for _, g in curves[curves["method"] == method].groupby("seed")])
+        q1, q2, q3 = np.percentile(stack, [25, 50, 75], axis=0)
+        ax.plot(x, q2, color=COLOURS[method], ls="--" if method == BASELINE else "-", lw=2 if method == BASELINE else 1.5, label=method)
+        ax.fill_between(x, q1, q3, color=COLOURS[method], alpha=0.10, lw=0)
+    ax.axhline(summary["target_hv"], color="grey", ls=":", lw=1, label=f"target: random-fifo median final HV {summary['target_hv']:.4f}")
+    ax.axvline(budget / 3, color="grey", ls="-.", lw=0.8, label="1/3 of the budget")
+    ax.set_xlabel(f"trial-epochs ({CURVE_WORKERS} workers, simulated arrival order)")
+    ax.set_ylabel("hypervolume (latest point per trial; ref (1,1,1))")
+    lows = np.percentile([on_grid(g, budget)[max(0, budget // 8 - 1)] for _, g in curves.groupby(["method", "seed"])], 10)
+    ax.set_ylim(lows - 0.01, min(1.0, curves["hypervolume"].max() + 0.005))
+    ax.set_xlim(1, budget)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    for objective in (*OBJECTIVES, "joint_score"):
+        rank_ax.plot(agreement["epoch"], agreement[objective], marker="o", ms=3, label=objective)
+    rank_ax.set_xlabel("epoch")
+    rank_ax.set_ylabel("Spearman with the last epoch's value")
+    rank_ax.set_ylim(min(0.0, float(agreement.drop(columns="epoch").min().min())) - 0.05, 1.02)
+    rank_ax.grid(alpha=0.3)
+    rank_ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
 
 
-def report(summary: dict, budget: int) -> str:
-    rows = []
-    for method, m in summary["methods"].items():
-        cells = [method, f"{m['final_hv_mean']:.4f} [{m['final_hv_min']:.4f}, {m['final_hv_max']:.4f}]",
-                 f"{m['hv_mean_at'][str(max(1, round(budget / 3)))]:.4f}"]
-        for name in ("", "_99pct"):
-            need = m[f"mean_curve_trial_epochs_to_target{name}"]
-            per_seed = ", ".join("-" if p["trial_epochs_to_target"] is None else str(p["trial_epochs_to_target"]) for p in m[f"per_seed{name}"])
-            cells += ["not reached" if need is None else f"{need} ({need / budget:.2f})", per_seed]
-        rows.append(cells)
-    return table(rows, ["method", "final HV mean [min, max]", f"HV @ {max(1, round(budget / 3))}",
-                        "to 100%: mean curve", "per seed", "to 99%: mean curve", "per seed"])
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the pool): the cost on a shared machine."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _TABLE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("mnist", "shapes"), default=default_dataset())
-    parser.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
-    parser.add_argument("--val", type=int, default=500, help="validation images (default 500)")
-    parser.add_argument("--trials", type=int, default=24, help="trials of the FIFO methods; budget = trials x max-epochs (default 24)")
-    parser.add_argument("--max-epochs", type=int, default=4, help="epochs every trial plans (default 4; ASHA rungs at 1, 2)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--table", type=Path, required=True, help="a *_curves.parquet of benchmarks/record_curves.py")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per method (default 20)")
+    parser.add_argument("--trials", type=int, default=24, help="budget = trials x the table's epochs trial-epochs (default 24)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 16], help="simulated workers (default 2 16; 2 is required)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    parser.add_argument("--probe-steps", type=int, default=25, help="decoder-probe Adam steps (default 25, batch 32)")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 8 trials x 3 epochs, 800 train images: a few minutes")
-    parser.add_argument("--from-parquet", type=Path, help="re-summarise and re-plot an earlier run's parquet; no search is run")
+    parser.add_argument("--cost", choices=("cpu_seconds", "seconds"), default="cpu_seconds", help="per-epoch time (default cpu_seconds)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.train, args.val, args.trials, args.max_epochs, args.seeds, args.probe_steps = 800, 300, 8, 3, args.seeds[:1], 15
-    suffix = "_quick" if args.quick else ""
-    summary_path = args.out / f"search_efficiency{suffix}.json"
+    if CURVE_WORKERS not in args.workers:
+        parser.error(f"--workers must include {CURVE_WORKERS}")
+    methods = [BASELINE] + [m for m in args.methods if m != BASELINE]  # everything is measured against it
+    began = time.perf_counter()
+    _TABLE = Table.load(args.table, cost=args.cost)
+    n_configs, budget, seeds = len(_TABLE.configs), args.trials * _TABLE.epochs, list(range(args.seeds))
+    partial = _TABLE.dataset == "cifar10" and n_configs < 96 or _TABLE.dataset == "mnist" and n_configs < 40
+    label = f"{args.table.name}: {n_configs} configurations x {_TABLE.epochs} epochs{' (PARTIAL: recording not finished)' if partial else ''}"
+    print(f"{label}; budget {args.trials} x {_TABLE.epochs} = {budget} trial-epochs per search; {len(methods)} methods x "
+          f"{len(seeds)} seeds x workers {args.workers}; epoch cost = {args.cost}", flush=True)
 
-    if args.from_parquet:
-        frames = pd.read_parquet(args.from_parquet)
-        previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        run_args = previous.get("args", {})
-        for key in ("dataset", "train", "val", "trials", "max_epochs", "seeds"):
-            setattr(args, key, run_args.get(key, getattr(args, key)))
-        args.seeds = sorted(frames["seed"].unique().tolist())
-        args.methods = [m for m in METHODS if m in set(frames["method"])]
-        epoch_budget = args.trials * args.max_epochs
-        summary = summarise(frames, args.seeds, epoch_budget)
-        payload = {**previous, "summary": summary}
-        began = time.perf_counter()
-    else:
-        quiet_tune_output()
-        probe = ProbeConfig(train_images=384, val_images=192, steps=args.probe_steps, batch_size=32, base_width=8)
-        budget = Budget(name="bench", train_images=args.train, val_images=args.val, max_epochs=args.max_epochs, trials=args.trials, probe=probe)
-        data = load(args.dataset, train=args.train, val=args.val, seed=0)
-        epoch_budget = args.trials * args.max_epochs
-        print(f"{args.dataset}: {len(data.train_x)} train / {len(data.val_x)} val images; space {SPACE.name}; "
-              f"{args.trials} FIFO trials x {args.max_epochs} epochs = {epoch_budget} trial-epochs per search; seeds {args.seeds}; "
-              f"probe {probe.steps} steps x {probe.batch_size}", flush=True)
-        frames, runs = [], []
-        began = time.perf_counter()
-        with local_ray(num_cpus=2):
-            for seed in args.seeds:  # methods interleaved within each seed, so load drift hits all alike
-                for method in args.methods:
-                    results, info = run_search(method, seed, data=data, budget=budget, args=args)
-                    frame = curve(results)
-                    frame.insert(0, "seed", seed)
-                    frame.insert(0, "method", method)
-                    frames.append(frame)
-                    info["final_hv"] = float(frame["hypervolume"].iloc[-1]) if len(frame) else 0.0
-                    runs.append(info)
-                    print(f"  {method:16s} seed {seed}: {info['trials_reporting']:3d} trials, {info['trial_epochs']:3d} trial-epochs, "
-                          f"final HV {info['final_hv']:.4f}, {info['wall_seconds']:.0f} s wall "
-                          f"(elapsed {time.perf_counter() - began:.0f} s)", flush=True)
-        frames = pd.concat(frames, ignore_index=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        parquet = args.out / f"search_efficiency{suffix}.parquet"
-        tmp = parquet.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pandas(frames, preserve_index=False), tmp)
-        tmp.replace(parquet)
-        summary = summarise(frames, args.seeds, epoch_budget)
-        payload = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                   "probe": dataclasses.asdict(probe), "runs": runs, "summary": summary, "total_seconds": time.perf_counter() - began}
+    # Slowest first (TPE with early stopping suggests the most trials), so the pool ends together.
+    tasks = sorted(((m, s, w, args.trials) for m in methods for s in seeds for w in args.workers),
+                   key=lambda t: (METHODS[t[0]][0] != "tpe", METHODS[t[0]][1] == "fifo"))
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        frames = pd.concat(list(pool.map(run_one, tasks, chunksize=1)), ignore_index=True)
+    frames = frames.sort_values(["method", "seed", "workers", "trial_epochs"], ignore_index=True)
+    summary = summarise(frames, methods, seeds, budget)
+    agreement = rank_agreement(_TABLE)
+    replay_seconds = time.perf_counter() - began
 
-    png = args.out / f"search_efficiency{suffix}.png"
-    if "random-fifo" in args.methods:
-        title = (f"{args.dataset} {args.train}/{args.val} imgs; budget {args.trials} trials x {args.max_epochs} epochs = {epoch_budget} "
-                 f"trial-epochs; seeds {list(args.seeds)}; lines: mean over seeds, bands: min-max")
-        plot(frames, summary, epoch_budget, png, title)
-        print(f"\nTrial-epochs to reach random-fifo's final hypervolume, and 99% of it (budget {epoch_budget}; fraction of it in brackets; "
-              f"per seed: against that seed's random-fifo)")
-        print(report(summary, epoch_budget))
-    write_json(summary_path, payload)
-    print(f"\nwrote {png}, {summary_path}  ({time.perf_counter() - began:.0f} s)")
+    stem = f"search_efficiency_{args.table.stem}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / f".{stem}.parquet.tmp"
+    pq.write_table(pa.Table.from_pandas(frames, preserve_index=False), tmp)
+    tmp.replace(args.out / f"{stem}.parquet")
+    plot(frames, summary, agreement, methods, args.out / f"{stem}.png",
+         f"{label}; {len(seeds)} seeds; budget {budget} trial-epochs; lines: median over seeds, bands: IQR")
+    write_json(args.out / f"{stem}.json", {"table": str(args.table), "configurations": n_configs, "epochs": _TABLE.epochs, "partial": partial,
+                                           "machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                                           "summary": summary, "rank_agreement": agreement.to_dict(orient="records"), "seconds": replay_seconds,
+                                           "cpu_seconds": cpu_seconds()})
+
+    print(f"\nHypervolume after N trial-epochs ({CURVE_WORKERS} workers; median [IQR] over seeds); trial-epochs to reach the target "
+          f"= random-fifo's median final HV {summary['target_hv']:.4f} (median over seeds; fraction of the budget); worst gap = "
+          f"max over budgets of (random-fifo median - method median); simulated hours for the whole budget and to the target:")
+    print(report(summary, args.workers))
+    print(f"\nSpearman of each objective at epoch e with its epoch-{_TABLE.epochs} value, over the configurations recorded to the end:")
+    print(table([[str(r["epoch"]), *(f"{r[o]:.3f}" for o in (*OBJECTIVES, "joint_score"))] for r in agreement.to_dict(orient="records")],
+                ["epoch", *OBJECTIVES, "joint_score"]))
+    print(f"\nwrote {args.out / stem}.{{parquet,png,json}}  ({time.perf_counter() - began:.0f} s wall, {cpu_seconds():.0f} CPU-s)")
     return 0
 
 

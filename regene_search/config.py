@@ -214,7 +214,7 @@ BUDGETS: dict[str, Budget] = {
 
 STAGES = ("search", "decoder", "generate", "evaluate")
 SAMPLERS = ("tpe", "nsga2", "random")
-SCHEDULERS = ("fifo", "asha", "pareto-asha")
+SCHEDULERS = ("fifo", "asha", "pareto-asha", "pareto-asha-epsnet")
 
 
 @dataclass(frozen=True)

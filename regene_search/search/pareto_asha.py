@@ -52,6 +52,8 @@ class ParetoASHA(FIFOScheduler):
         modes: "max" or "min" for each objective.
     """
 
+    name = NAME  # leads every stop reason
+
     def __init__(
         self,
         *,
@@ -138,7 +140,7 @@ class ParetoASHA(FIFOScheduler):
         self._num_stopped += 1
         if not (self._time_attr == "epoch" and _last_planned(result, now)):
             self.stop_reasons[trial_id] = (
-                f"{NAME}: stopped at rung {self._time_attr} {milestone:g}: position {decision['position']} of "
+                f"{self.name}: stopped at rung {self._time_attr} {milestone:g}: position {decision['position']} of "
                 f"{decision['n_at_rung']} trials (non-dominated rank {decision['rank']}, crowding "
                 f"{decision['crowding']:.4g}; top {decision['n_continue']} continue)"
             )
@@ -185,7 +187,7 @@ class ParetoASHA(FIFOScheduler):
         F = np.where(self._flip, 1.0 - points, points)  # = pareto.to_minimisation for the defaults
         ranks = non_dominated_ranks(F)
         crowding = crowding_distance(F, ranks)
-        order = np.lexsort((np.arange(len(ids)), -crowding, ranks))
+        order = np.lexsort((np.arange(len(ids)), self._within_front_order(F, ranks, crowding), ranks))
         me = ids.index(trial_id)
         position = int(np.flatnonzero(order == me)[0]) + 1
         n = len(ids)
@@ -201,6 +203,10 @@ class ParetoASHA(FIFOScheduler):
             "continued": position <= n_continue,
             "failure": None,
         }
+
+    def _within_front_order(self, F: np.ndarray, ranks: np.ndarray, crowding: np.ndarray) -> np.ndarray:
+        """Sort key inside a non-dominated rank (lower first): crowding distance, descending."""
+        return -crowding
 
     def _failure(self, result: dict) -> str | None:
         if result.get("diverged"):
@@ -220,7 +226,7 @@ class ParetoASHA(FIFOScheduler):
     def _stop_failed(self, trial_id: str, result: dict, failure: str) -> str:
         now = result.get(self._time_attr)
         where = f" at {self._time_attr} {now:g}" if isinstance(now, (int, float)) else ""
-        self.stop_reasons[trial_id] = f"{NAME}: stopped{where}: {failure}"
+        self.stop_reasons[trial_id] = f"{self.name}: stopped{where}: {failure}"
         self.decisions.append(
             {
                 "trial_id": trial_id,

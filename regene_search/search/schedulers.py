@@ -47,7 +47,7 @@ class StopReasonCallback(tune.Callback):
 
 
 def make_scheduler(spec: RunSpec) -> TrialScheduler | None:
-    """FIFO (None), ASHA on joint_score, or pareto-asha on all three objectives; all rung on `epoch`."""
+    """FIFO, ASHA on joint_score, or pareto-asha (crowding or epsilon-net order within a front) on all three objectives; all rung on `epoch`."""
     max_epochs = spec.resolved_budget.max_epochs
     if spec.scheduler == "fifo":
         return FIFOScheduler()
@@ -57,4 +57,8 @@ def make_scheduler(spec: RunSpec) -> TrialScheduler | None:
         from .pareto_asha import ParetoASHA
 
         return ParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
+    if spec.scheduler == "pareto-asha-epsnet":
+        from .epsnet_asha import EpsNetParetoASHA
+
+        return EpsNetParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
     raise ValueError(f"unknown scheduler {spec.scheduler!r}; choose from {', '.join(SCHEDULERS)}")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
-from regene_search.search.schedulers import RecordingASHA, StopReasonCallback
+from regene_search.config import SCHEDULERS, RunSpec
+from regene_search.search.epsnet_asha import EpsNetParetoASHA
+from regene_search.search.pareto_asha import ParetoASHA
+from regene_search.search.schedulers import RecordingASHA, StopReasonCallback, make_scheduler
 
 EPOCHS = 4
 
@@ -32,3 +37,13 @@ def test_asha_stop_reasons_are_saved_with_the_experiment(ray_instance, tmp_path)
     for trial_id in stopped:
         assert restored[trial_id]["stop_reason"] == scheduler.stop_reasons[trial_id]
         assert restored[trial_id]["stop_reason"].startswith(f"asha: stopped at epoch {restored[trial_id]['epoch']}")
+
+
+def test_every_cli_scheduler_name_builds_its_scheduler():
+    expected = {"fifo": FIFOScheduler, "asha": RecordingASHA, "pareto-asha": ParetoASHA, "pareto-asha-epsnet": EpsNetParetoASHA}
+    assert set(expected) == set(SCHEDULERS)
+    for name, cls in expected.items():
+        spec = RunSpec(dataset="mnist", data_dir=None, budget="default", name="x", results_root="/tmp", space_path="x.toml", scheduler=name)
+        assert type(make_scheduler(spec)) is cls
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        make_scheduler(RunSpec(dataset="mnist", data_dir=None, budget="default", name="x", results_root="/tmp", space_path="x.toml", scheduler="hyperband"))

@@ -1,0 +1,56 @@
+"""`pareto-asha` with epsilon-net ordering inside each non-dominated front (after MOASHA).
+
+Syne Tune's MOASHA (Schmucker et al., 2021) ranks a rung by non-dominated sorting and, inside a
+front, by an epsilon-net: a greedy order in which each next point is the one farthest from the
+points already taken, so the trials let through spread over the whole front. Crowding distance
+(ParetoASHA's order) gives every boundary point of a front infinite priority; with three
+objectives most points of a small front are boundary points, so crowding barely orders them and
+arrival order decides. Here the order is:
+
+* objectives min-max scaled over the trials recorded at the rung (zero range -> 0);
+* inside each front, first the point nearest the ideal point (the front's knee, as `promote`
+  "knee" picks), then repeatedly the point whose Euclidean distance to the nearest point already
+  taken is largest (ties: the earlier arrival).
+
+Everything else (rungs, grace, asynchronous decisions, failures, stop reasons) is ParetoASHA's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .pareto_asha import ParetoASHA
+
+NAME = "pareto-asha-epsnet"
+
+
+class EpsNetParetoASHA(ParetoASHA):
+    """ParetoASHA whose within-front order is a greedy epsilon-net (farthest point first) from the knee."""
+
+    name = NAME
+
+    def _within_front_order(self, F: np.ndarray, ranks: np.ndarray, crowding: np.ndarray) -> np.ndarray:
+        key = np.zeros(len(F))
+        low, span = F.min(axis=0), np.ptp(F, axis=0)
+        scaled = np.divide(F - low, span, out=np.zeros_like(F), where=span > 0)
+        for rank in np.unique(ranks):
+            members = np.flatnonzero(ranks == rank)
+            key[members] = epsilon_net_positions(scaled[members])
+        return key
+
+
+def epsilon_net_positions(points: np.ndarray) -> np.ndarray:
+    """Position of each point (0 = first) in the greedy farthest-point order started at the point
+    nearest the origin (the ideal point in scaled minimisation form); ties go to the lower index."""
+    n = len(points)
+    positions = np.empty(n, dtype=float)
+    first = int(np.argmin(np.linalg.norm(points, axis=1)))
+    taken = np.zeros(n, dtype=bool)
+    taken[first], positions[first] = True, 0
+    nearest = np.linalg.norm(points - points[first], axis=1)
+    for position in range(1, n):
+        candidates = np.where(taken, -np.inf, nearest)
+        chosen = int(np.argmax(candidates))  # first maximum = lowest index
+        taken[chosen], positions[chosen] = True, position
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[chosen], axis=1))
+    return positions
