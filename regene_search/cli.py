@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 from rich.console import Console
 
 from .config import BUDGETS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
-from .errors import UserError
+from .errors import Interrupted, UserError
+from .search.pareto import PROMOTION_METHODS
 
 DEFAULT_RESULTS = "results"
 
@@ -28,6 +30,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -91,18 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--name", help="run name (default: a timestamp)")
     run.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)")
-    run.add_argument("--cpus-per-trial", type=_non_negative_float, default=1.0)
+    run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, help="CPUs each trial holds (> 0; fractions share a core)")
     run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="fractions share a GPU between trials")
     run.add_argument("--max-concurrent", type=_positive_int, help="trials running at once (default: what the cluster holds)")
     run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna multi-objective sampler")
     run.add_argument("--scheduler", choices=SCHEDULERS, default="fifo", help="early stopping of running trials")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
-    run.add_argument("--promote", choices=("knee", "weighted"), default="knee", help="how the Pareto-best encoder is chosen")
+    run.add_argument(
+        "--promote", choices=PROMOTION_METHODS, default="knee", help="how the Pareto-best encoder(s) are chosen; front: every trial on the front"
+    )
     run.add_argument("--promote-weights", type=_weights, help="weights for --promote weighted: ACC,MAE,SPARSITY")
-    run.add_argument("--promote-top", type=_positive_int, default=1, help="promote the K best encoders")
+    run.add_argument(
+        "--promote-top", type=_positive_int, help="promote the K best encoders (default 1); K >= 3 also measures how the search scores rank them"
+    )
     run.add_argument("--stages", type=_stages, help=f"comma-separated subset of {','.join(STAGES)} (default: all; on --resume: the run's)")
     run.add_argument("--resume", help="continue the run in this folder or URI; finished stages are not redone")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_non_negative_int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
     after = run.add_argument_group("decoder, generate and evaluate stages")
@@ -154,11 +167,14 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.dataset is None:
         raise UserError("run needs a DATASET (or --resume RUN_DIR)")
     dataset = DatasetRef.of(args.dataset)
-    dataset_info(dataset)
+    info = dataset_info(dataset)
     space = Path(args.space) if args.space else default_space_path(dataset)
-    load_space(space)
+    load_space(space).check_fits(info.image_size)
     if args.promote == "weighted" and args.promote_weights is None:
         raise UserError("--promote weighted needs --promote-weights ACC,MAE,SPARSITY")
+    if args.promote == "front" and (args.promote_weights is not None or args.promote_top is not None):
+        flag = "--promote-weights" if args.promote_weights is not None else "--promote-top"
+        raise UserError(f"--promote front promotes every trial on the front: {flag} does not apply (use --promote knee|weighted with it)")
     if args.neutral_depth is not None and (args.neutral_depth < 8 or (args.neutral_depth - 2) % 6):
         raise UserError(f"--neutral-depth must be 6k+2 and >= 8 (8, 20, 32, 44, 56, ...), got {args.neutral_depth}")
     if args.max_failures < 0:
@@ -180,7 +196,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         max_failures=args.max_failures,
         promote=args.promote,
         promote_weights=args.promote_weights,
-        promote_top=args.promote_top,
+        promote_top=args.promote_top or 1,
         stages=args.stages or STAGES,
         vgg_weights=_existing_file(args.vgg_weights, "--vgg-weights"),
         inception_weights=_existing_file(args.inception_weights, "--inception-weights"),
@@ -196,6 +212,17 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
+# What --resume may change: which stages run and where (the cluster), nothing about the run itself.
+_RESUME_FLAGS = {"command", "resume", "stages", "address", "dashboard_host", "ray_temp_dir"}
+
+
+def _flags_resume_ignores(args: argparse.Namespace) -> list[str]:
+    """The options given with --resume that differ from their defaults and that the stored run overrides."""
+    defaults = vars(build_parser().parse_args(["run"]))
+    given = [name for name, value in vars(args).items() if name not in _RESUME_FLAGS and value != defaults.get(name)]
+    return ["DATASET" if name == "dataset" else "--" + name.replace("_", "-") for name in given]
+
+
 def _use_token_auth_for_clusters(address: str | None) -> None:
     """Clusters started with `ray start` use token auth, but a client sends its token only when
     RAY_AUTH_MODE=token is set before Ray is imported, so set it (unless the user chose)."""
@@ -208,13 +235,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from .budget_check import warn_if_slow
     from .cluster import is_loopback
     from .pipeline import run_pipeline
-    from .results import RunPaths, read_json
+    from .results import RunPaths, read_run_record
 
     if args.resume:
         paths = RunPaths.existing(args.resume)
-        spec = RunSpec.from_json(read_json(paths.run_json)["spec"])
+        try:
+            spec = RunSpec.from_json(read_run_record(paths)["spec"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise UserError(f"{paths.run_json} holds no usable run spec: {exc}") from None
         if args.stages:
             spec = dataclasses.replace(spec, stages=args.stages)
+        ignored = _flags_resume_ignores(args)
+        if ignored:
+            console.print(f"--resume continues the run as its run.json says; ignored: {', '.join(ignored)}", markup=False, style="yellow", soft_wrap=True)
     else:
         spec = _spec_from_args(args)
         paths = RunPaths.plan(spec.results_root, spec.dataset, spec.name)
@@ -244,7 +277,7 @@ def _pareto(args: argparse.Namespace, console: Console) -> int:
     if args.plot:
         report.plot_front(front, Path(args.plot))
         if not args.json:
-            console.print(f"figure: {args.plot}")
+            console.print(f"figure: {args.plot}", markup=False)
     return 0
 
 
@@ -273,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"regene-search: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"regene-search: {signal.Signals(exc.signum).name} stopped stage {exc.stage}; continue with: regene-search run --resume {exc.run_dir}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("regene-search: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130

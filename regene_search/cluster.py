@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
 from .errors import UserError
+
+CONNECT_TIMEOUT_S = 10
 
 
 def token_file() -> Path:
@@ -42,6 +45,8 @@ def connect(address: str | None, *, dashboard_host: str = "127.0.0.1", temp_dir:
         kwargs.update(include_dashboard=True, dashboard_host=dashboard_host)
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
+    if address is not None:
+        check_reachable(address)
     try:
         context = ray.init(address=address, **kwargs)
     except ConnectionError as exc:
@@ -55,6 +60,20 @@ def connect(address: str | None, *, dashboard_host: str = "127.0.0.1", temp_dir:
         nodes=sum(1 for node in ray.nodes() if node.get("Alive")),
         auth_mode=os.environ.get("RAY_AUTH_MODE", "token"),
     )
+
+
+def check_reachable(address: str) -> None:
+    """Ask a HOST:PORT once, briefly: with nothing listening `ray.init` retries for minutes and ignores SIGTERM."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto" (Ray finds the local cluster or fails at once), ray:// client addresses
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with `ray start --head` or check --address"
+        ) from None
 
 
 def check_resources(cluster: ClusterInfo, *, cpus_per_trial: float, gpus_per_trial: float) -> None:

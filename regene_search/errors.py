@@ -15,3 +15,11 @@ class SpaceError(UserError):
 
 class RunDirError(UserError):
     """A folder is not a run folder, or its files are unreadable."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM ended the run; its folder continues with `--resume`. Exit code 128 + signal."""
+
+    def __init__(self, signum: int, stage: str, run_dir: str) -> None:
+        super().__init__(signum, stage, run_dir)
+        self.signum, self.stage, self.run_dir = signum, stage, run_dir

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import platform
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +18,14 @@ import optuna
 import ray
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__, cluster
 from .config import STAGES, RunSpec
 from .data import load_dataset
 from .data.dataset import ImageData
-from .errors import UserError
-from .results import RunPaths, read_json, write_json
+from .errors import Interrupted, UserError
+from .results import RunPaths, read_stages, run_lock, write_json
 from .search.space import load_space
 from .stages.context import StageContext
 
@@ -78,10 +82,6 @@ def load_run_data(spec: RunSpec) -> ImageData:
     return full.subset(train=budget.train_images, val=budget.val_images, seed=spec.seed)
 
 
-def stage_status(paths: RunPaths) -> dict[str, Any]:
-    return read_json(paths.stages_json) if paths.stages_json.exists() else {}
-
-
 def _order(stages: tuple[str, ...]) -> list[str]:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -104,7 +104,8 @@ def run_pipeline(
     leaves nothing behind.
     """
     stages = _order(spec.stages)
-    status = stage_status(paths) if paths.run_json.exists() else {}
+    new_run = not paths.run_json.exists()
+    status = {} if new_run else read_stages(paths)
     todo = [s for s in stages if status.get(s, {}).get("status") != "done"]
     for done in (s for s in stages if s not in todo):
         console.print(f"[dim]stage {done}: already done, skipped[/dim]")
@@ -112,26 +113,69 @@ def run_pipeline(
         return status
 
     data = load_run_data(spec)
-    console.print(f"data: {spec.dataset}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}")
+    console.print(f"data: {escape(str(spec.dataset))}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}")
     info = cluster.connect(address, dashboard_host=dashboard_host, temp_dir=ray_temp_dir)
     try:
         console.print(f"ray: {info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU; auth {info.auth_mode}")
         if info.dashboard_url:
-            console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {cluster.token_file()})")
+            console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {escape(str(cluster.token_file()))})")
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
-        if not paths.run_json.exists():
+        if new_run:
             paths.make()
-            write_json(run_record(spec), paths.run_json)
-        ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
-        for stage in todo:
-            started = time.time()
-            status[stage] = {"status": "running", "started": started}
-            write_json(status, paths.stages_json)
-            console.rule(f"stage {stage}")
-            summary = stage_function(stage)(ctx)
-            status[stage] = {"status": "done", "started": started, "seconds": time.time() - started, "summary": summary}
-            write_json(status, paths.stages_json)
-            console.print(f"stage {stage} done in {time.time() - started:.1f} s")
+        with run_lock(paths), sigterm_as_ctrl_c() as signals:
+            if new_run:
+                if paths.run_json.exists():  # another run took this folder while ours was starting
+                    raise UserError(f"run folder {paths.dir} already holds a run: pick another --name or continue it with --resume")
+                write_json(run_record(spec), paths.run_json)
+            ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
+            for stage in todo:
+                started = time.time()
+                status[stage] = {"status": "running", "started": started}
+                write_json(status, paths.stages_json)
+                console.rule(f"stage {stage}")
+                try:
+                    summary = stage_function(stage)(ctx)
+                except BaseException as exc:
+                    # Never left "running": resume redoes the stage either way; show says what happened.
+                    interrupted = isinstance(exc, KeyboardInterrupt)
+                    signum = signals[-1] if signals else signal.SIGINT
+                    reason = f"stopped by {signal.Signals(signum).name}" if interrupted else one_line(exc)
+                    status[stage] = {"status": "interrupted" if interrupted else "failed", "started": started, "seconds": time.time() - started, "reason": reason}
+                    write_json(status, paths.stages_json)
+                    if interrupted:
+                        raise Interrupted(signum, stage, str(paths.dir)) from None
+                    raise
+                status[stage] = {"status": "done", "started": started, "seconds": time.time() - started, "summary": summary}
+                write_json(status, paths.stages_json)
+                console.print(f"stage {stage} done in {time.time() - started:.1f} s")
     finally:
         cluster.disconnect()
     return status
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM takes Ctrl-C's path (Tune's graceful stop, then `Interrupted`); yields the signals received.
+
+    Replaces Ray's driver handler, which exits mid-call with its C++ stack and no word of ours.
+    """
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for stages.json and show."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__

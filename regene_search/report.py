@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from rich.table import Table
 
 from .config import STAGES
 from .errors import RunDirError
-from .results import RunPaths, parquet_rows, read_json, read_parquet, write_bytes
+from .results import RunPaths, parquet_rows, read_parquet, read_run_record, read_stages, write_bytes
 from .search.pareto import OBJECTIVES
+from .stages import proxy
 from .storage import Location
 
 _OBJECTIVE_LABELS = {"accuracy": "accuracy ↑", "decoder_mae": "decoder MAE ↓", "latent_sparsity": "sparsity ↓"}
@@ -117,10 +119,7 @@ def front_json(front: Front) -> str:
 
 def plot_front(front: Front, path: Path) -> None:
     """Pairwise scatters of the three objectives (front highlighted, promoted annotated) and HV vs trials."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import matplotlib.ticker
 
     rows = [r for r in front.pareto if r["rank"] >= 0]
@@ -147,9 +146,68 @@ def plot_front(front: Front, path: Path) -> None:
     axes[3].set_ylabel("hypervolume")
     axes[3].grid(alpha=0.3)
     fig.suptitle(f"{front.run_dir.name}: {len(front.front)} on front, HV {front.final_hypervolume:.4f}")
-    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_probe_mae(trials: list[dict[str, Any]], path: Location | Path, *, promoted: Sequence[str] = (), title: str = "") -> None:
+    """The paper's section 4.2 as a figure: probe decoder MAE against depth, latent size and sparsity.
+
+    One point per trial with metrics (trials.parquet rows); colour = validation accuracy, marker =
+    convs per block, promoted trials ringed in red. Depth is `blocks`, nudged apart by convs per block.
+    """
+    plt = _pyplot()
+    import matplotlib.ticker
+
+    rows = [r for r in trials if r.get("decoder_mae") is not None and math.isfinite(r["decoder_mae"])]
+    markers = {1: "o", 2: "s"}
+
+    def x(r: dict[str, Any], column: str) -> float:
+        nudge = {1: -0.08, 2: 0.08}.get(r.get("param_convs_per_block"), 0.0) if column == "param_blocks" else 0.0
+        return r.get(column) + nudge
+
+    panels = [("param_blocks", "depth (conv blocks)"), ("param_latent_dim", "latent size"), ("latent_sparsity", _OBJECTIVE_LABELS["latent_sparsity"])]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    norm = plt.Normalize(min((r["accuracy"] for r in rows), default=0.0), max((r["accuracy"] for r in rows), default=1.0))
+    for ax, (column, label) in zip(axes, panels):
+        for convs in sorted({r.get("param_convs_per_block") for r in rows}, key=str):
+            group = [r for r in rows if r.get("param_convs_per_block") == convs]
+            ax.scatter([x(r, column) for r in group], [r["decoder_mae"] for r in group], c=[r["accuracy"] for r in group], cmap="viridis", norm=norm,
+                       marker=markers.get(convs, "^"), s=45, edgecolors="k", linewidths=0.4, label=f"{convs} conv/block")
+        chosen = [r for r in rows if r["trial_id"] in set(promoted)]
+        if chosen:
+            ax.scatter([x(r, column) for r in chosen], [r["decoder_mae"] for r in chosen], s=220, facecolors="none", edgecolors="red", linewidths=1.5, label="promoted")
+        if column == "param_latent_dim":
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        if column == "param_blocks":
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("probe decoder MAE ↓")
+    if rows:
+        axes[0].legend(fontsize=8)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=list(axes), label="validation accuracy ↑", fraction=0.025)
+    fig.suptitle(title or f"probe decoder MAE against depth, latent size and sparsity ({len(rows)} trials)")
+    _save(fig, path, tight=False)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Location | Path, *, tight: bool = True) -> None:
+    """PNG bytes written atomically to a local path or a URI."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches=None if tight else "tight")
     plt.close(fig)
     write_bytes(buffer.getvalue(), path)
 
@@ -170,16 +228,16 @@ def print_datasets(console: Console) -> None:
 def print_run(run_dir: Location | str, console: Console) -> None:
     """Every stage's status and summary, the run's files and its figures."""
     paths = RunPaths.existing(run_dir)
-    record = read_json(paths.run_json)
+    record = read_run_record(paths)
     spec = record.get("spec", {})
     console.print(f"[bold]{escape(str(paths.dir))}[/bold]: {escape(str(spec.get('dataset')))} / budget {spec.get('budget')} / seed {record.get('seed')}")
-    stages = read_json(paths.stages_json) if paths.stages_json.exists() else {}
+    stages = read_stages(paths)
     table = Table(title="stages")
     for column in ("stage", "status", "seconds", "summary"):
         table.add_column(column)
     for stage in STAGES:
         info = stages.get(stage, {})
-        summary = "  ".join(headline(info.get("summary") or {}))
+        summary = info.get("reason") or "  ".join(headline(info.get("summary") or {}))
         seconds = f"{info['seconds']:.1f}" if "seconds" in info else ""
         table.add_row(stage, info.get("status", "not started"), seconds, escape(summary))
     console.print(table)
@@ -188,6 +246,46 @@ def print_run(run_dir: Location | str, console: Console) -> None:
         console.print(f"  {name}: {parquet_rows(paths.dir / name)} rows")
     figures = [f for f in files if f.endswith(".png")]
     console.print("figures: " + escape(", ".join(map(str, figures)) if figures else "none yet"))
+    section = paths.probe_mae_figure.relative_to(paths.dir)
+    if section in figures:
+        console.print(f"section 4.2 figure (probe decoder MAE against depth, latent size, sparsity): {escape(section)}")
+    if stages.get("evaluate", {}).get("status") == "done":
+        print_agreement(paths, stages["evaluate"].get("summary") or {}, console)
+
+
+def print_agreement(paths: RunPaths, evaluate_summary: dict[str, Any], console: Console) -> None:
+    """proxy.parquet as a table of tau and rho, then one verdict per objective; or why it was not computed."""
+    if not paths.proxy.exists():
+        reason = (evaluate_summary.get("proxy") or {}).get("reason")
+        if reason is None:  # evaluated before the agreement existed
+            promoted = sum(read_parquet(paths.pareto).column("promoted").to_pylist())
+            reason = proxy.not_computed(promoted) if promoted < proxy.MIN_ENCODERS else "not computed: this run was evaluated before proxy.parquet existed"
+        console.print(f"rank agreement of search scores with downstream results: {reason}", markup=False)
+        return
+    rows = read_parquet(paths.proxy).to_pylist()
+    downstream = list(dict.fromkeys(r["downstream"] for r in rows))
+    k = max((r["k"] for r in rows), default=0)
+    table = Table(title=f"rank agreement over K={k} promoted encoders: Kendall tau-b / Spearman rho (+1: the score orders them as the result does)", title_justify="left")
+    table.add_column("search score")
+    for name in downstream:
+        table.add_column(proxy.LABELS.get(name, name), justify="right")
+    for name in dict.fromkeys(r["proxy"] for r in rows):
+        cells = {r["downstream"]: r for r in rows if r["proxy"] == name}
+        table.add_row(name, *(_agreement_cell(cells.get(d)) for d in downstream))
+    console.print(table)
+    console.print(f"verdicts (tau >= {proxy.AGREES:g} agrees, tau < {proxy.DISAGREES:g} disagrees, else weak):")
+    for row in proxy.headline_rows(rows):
+        console.print(f"  {proxy.verdict(row)}", markup=False)
+
+
+def _agreement_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return ""
+    if row["k"] < proxy.MIN_ENCODERS:
+        return f"— (k={row['k']})"
+    if math.isnan(row["kendall_tau"]):
+        return "undefined"
+    return f"{row['kendall_tau']:+.2f} / {row['spearman_rho']:+.2f}"
 
 
 _DETAIL_KEYS = ("by_n_class", "figures", "thresholds", "checkpoint", "source", "seconds")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,8 @@ PARETO_COLUMNS = pa.schema(
         ("crowding", pa.float64()),
         ("on_front", pa.bool_()),
         ("promoted", pa.bool_()),
+        ("promotion_score", pa.float64()),
+        ("promotion_order", pa.int64()),
     ]
 )
 HYPERVOLUME_COLUMNS = pa.schema(
@@ -106,13 +111,6 @@ class RunPaths:
         root.check_writable()
         return cls(run_dir)
 
-    @classmethod
-    def create(cls, root: Location | str | os.PathLike, dataset: DatasetRef | str, name: str) -> RunPaths:
-        """Plan the run folder and make it."""
-        paths = cls.plan(root, dataset, name)
-        paths.make()
-        return paths
-
     def make(self) -> None:
         try:
             self.dir.make_dir()
@@ -139,10 +137,14 @@ class RunPaths:
     decoder = property(lambda self: self.dir / "decoder.parquet")
     generations = property(lambda self: self.dir / "generations.parquet")
     evaluation = property(lambda self: self.dir / "evaluation.parquet")
+    proxy = property(lambda self: self.dir / "proxy.parquet")
     tune_dir = property(lambda self: self.dir / "tune")
     checkpoints = property(lambda self: self.dir / "checkpoints")
     figures = property(lambda self: self.dir / "figures")
     stages_json = property(lambda self: self.dir / "stages.json")
+    lock = property(lambda self: self.dir / ".lock")
+    # The paper's section 4.2 as a figure: probe decoder MAE against depth, latent size, sparsity.
+    probe_mae_figure = property(lambda self: self.figures / "probe-mae.png")
     # Shared by every run of the dataset under the same root (the neutral classifier's cache).
     dataset_dir = property(lambda self: self.dir.parent)
 
@@ -174,6 +176,61 @@ class RunPaths:
         return target
 
 
+@contextmanager
+def run_lock(paths: RunPaths) -> Iterator[None]:
+    """Hold `RUN/.lock` while a run writes its folder: one run per folder at a time.
+
+    A lock whose process is gone (same host, PID not running) is stale and taken over; a live one,
+    or one from another host, refuses with one line. Local folders take the lock atomically
+    (O_EXCL); on an object store it is checked, then written (a race of a few milliseconds).
+    """
+    lock = paths.lock
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for attempt in (1, 2):
+        try:
+            if lock.is_local:
+                Path(lock).parent.mkdir(parents=True, exist_ok=True)
+                with os.fdopen(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as f:
+                    json.dump(record, f)
+            elif lock.exists():
+                raise FileExistsError(str(lock))
+            else:
+                write_json(record, lock)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            stale = holder is not None and holder.get("host") == record["host"] and not _pid_alive(holder.get("pid"))
+            if attempt == 2 or not stale:
+                who = f"PID {holder.get('pid')} on {holder.get('host')}" if holder else "another run"
+                raise UserError(f"run folder {paths.dir} is in use by {who}; if that run is gone, delete {lock}") from None
+            lock.delete()
+    try:
+        yield
+    finally:
+        with suppress(FileNotFoundError):
+            lock.delete()
+
+
+def _lock_holder(lock: Location) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(lock.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_bytes(data: bytes, target: Location | str | os.PathLike) -> None:
     Location.of(target).write_bytes(data)
 
@@ -196,6 +253,24 @@ def read_json(source: Location | str | os.PathLike) -> Any:
         raise RunDirError(f"{source} is missing") from None
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{source} is unreadable: {exc}") from None
+
+
+def read_run_record(paths: RunPaths) -> dict[str, Any]:
+    """run.json, checked to hold a run's `spec` before anything trusts it."""
+    record = read_json(paths.run_json)
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise RunDirError(f"{paths.run_json} is not a regene-search run record (no 'spec' object)")
+    return record
+
+
+def read_stages(paths: RunPaths) -> dict[str, dict[str, Any]]:
+    """stages.json (stage -> its status record), or {} before the first stage; a malformed file is a `RunDirError`."""
+    if not paths.stages_json.exists():
+        return {}
+    stages = read_json(paths.stages_json)
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) and isinstance(v.get("status"), str) for v in stages.values()):
+        raise RunDirError(f"{paths.stages_json} is malformed: expected each stage's record with a 'status'")
+    return stages
 
 
 def read_parquet(source: Location | str | os.PathLike) -> pa.Table:

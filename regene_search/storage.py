@@ -35,6 +35,13 @@ class Location:
         text = os.fspath(target)
         if "://" not in text:
             return cls.local(text)
+        scheme, rest = text.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:  # s3://KEY:SECRET@bucket/...: it would land in run.json, logs and Tune's files
+            raise UserError(
+                f"{scheme}://***@{rest.split('@', 1)[1]}: credentials do not go in a results URI (they would be stored in "
+                "run.json and Tune's state); set them in the environment instead (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "GOOGLE_APPLICATION_CREDENTIALS, ...)"
+            )
         try:
             fs, path = pafs.FileSystem.from_uri(text)
         except (pa.ArrowException, OSError, ValueError) as exc:

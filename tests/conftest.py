@@ -74,9 +74,10 @@ def s3_root():
 
 @pytest.fixture(scope="session")
 def smoke_search_run(tmp_path_factory):
-    """`regene-search run mnist --budget smoke --stages search` (4 trials) through the console script.
+    """`regene-search run mnist --budget smoke --stages search --promote-top 3` (4 trials) through the console script.
 
-    Shared by the search-stage tests and the pipeline tests, which continue the same run.
+    Shared by the search-stage tests and the pipeline tests, which continue the same run; three
+    promoted encoders let the evaluate stage rank them against the search scores (proxy.parquet).
     """
     require_mnist()
     from .raycleanup import stop_ray_processes
@@ -87,7 +88,7 @@ def smoke_search_run(tmp_path_factory):
     try:
         proc = subprocess.run(
             [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search",
-             "--trials", "4", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
+             "--trials", "4", "--promote-top", "3", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
             capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "120"},
         )
     finally:
@@ -95,3 +96,12 @@ def smoke_search_run(tmp_path_factory):
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     return results / "mnist" / "smoke", proc, seconds
+
+
+def new_run_folder(root, dataset: str, name: str):
+    """A planned and created run folder (what `run` does before its first stage)."""
+    from regene_search.results import RunPaths
+
+    paths = RunPaths.plan(root, dataset, name)
+    paths.make()
+    return paths

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import struct
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from regene_search.cli import main
 from regene_search.storage import Location
 
 from .conftest import CLI, SHARED_DATA, needs_mnist
+from .raycleanup import stop_ray_processes
 
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -69,6 +73,22 @@ def _empty_classes(tmp: Path) -> str:
     return f"imagefolder:{tmp / 'folder'}"
 
 
+def _run_folder(tmp: Path, *, run_json: str | None = None, stages_json: str | None = None) -> str:
+    """A run folder with a hand-damaged run.json or stages.json (the rest as a real run writes it)."""
+    from regene_search.config import RunSpec
+    from regene_search.results import write_json
+
+    folder = tmp / "damaged"
+    folder.mkdir()
+    spec = RunSpec(dataset="shapes", data_dir=None, budget="smoke", name="damaged", results_root=str(tmp), space_path="x.toml")
+    write_json({"spec": spec.to_json()}, folder / "run.json")
+    if run_json is not None:
+        (folder / "run.json").write_text(run_json)
+    if stages_json is not None:
+        (folder / "stages.json").write_text(stages_json)
+    return str(folder)
+
+
 BAD_RUNS = {
     "unknown dataset": lambda t: (["run", "imagenet"], "unknown dataset"),
     "missing data dir": lambda t: (["run", "mnist", "--data-dir", str(t / "nope")], "mnist"),
@@ -78,9 +98,22 @@ BAD_RUNS = {
     "TOML syntax": lambda t: (["run", "shapes", "--space", _space(t, "[params\nlr = 1")], "space.toml"),
     "unknown space key": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlearning_rate = { choice = [1] }\n")], "learning_rate"),
     "bad domain": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlr = { loguniform = [-1, 1] }\n")], "lr"),
+    "latent no trial can hold": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlatent_dim = { choice = [256, 1000000000] }\n")], "latent_dim"),
+    "more blocks than the image allows": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlr = { choice = [0.001] }\n[fixed]\nblocks = 6\n")], "blocks = 6 pools a 32px image below 1 px"),
     "negative trials": lambda t: (["run", "shapes", "--trials", "-3"], "--trials"),
+    "front with weights": lambda t: (["run", "shapes", "--promote", "front", "--promote-weights", "1,1,1"], "--promote-weights does not apply"),
+    "front with top K": lambda t: (["run", "shapes", "--promote", "front", "--promote-top", "5"], "--promote-top does not apply"),
+    "unknown promotion": lambda t: (["run", "shapes", "--promote", "best"], "--promote"),
     "unknown stage": lambda t: (["run", "shapes", "--stages", "search,paint"], "paint"),
     "negative gpus": lambda t: (["run", "shapes", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    "no cpus per trial": lambda t: (["run", "shapes", "--cpus-per-trial", "0"], "--cpus-per-trial"),
+    "negative seed": lambda t: (["run", "shapes", "--seed", "-1"], "--seed"),
+    "run.json is not JSON": lambda t: (["run", "--resume", _run_folder(t, run_json="{not json")], "run.json is unreadable"),
+    "run.json without a spec": lambda t: (["run", "--resume", _run_folder(t, run_json="[1, 2]")], "not a regene-search run record"),
+    "run.json with a bad spec": lambda t: (["run", "--resume", _run_folder(t, run_json='{"spec": {"dataset": "mnist"}}')], "no usable run spec"),
+    "stages.json malformed": lambda t: (["run", "--resume", _run_folder(t, stages_json='{"search": 3}')], "stages.json is malformed"),
+    "show with run.json malformed": lambda t: (["show", _run_folder(t, run_json='"x"')], "not a regene-search run record"),
+    "show with stages.json malformed": lambda t: (["show", _run_folder(t, stages_json="[]")], "stages.json is malformed"),
     "name with separator": lambda t: (["run", "shapes", "--name", "a/b", "--results", str(t / "r")], "run name"),
     "name with dotdot": lambda t: (["run", "shapes", "--name", "..", "--results", str(t / "r")], "run name"),
     "pareto on a non-run folder": lambda t: (["pareto", str(t)], "not a regene-search run"),
@@ -136,6 +169,23 @@ def test_bad_results_uris_get_one_line_and_exit_code_2(case, s3_root, capsys):
     assert Location.of(root).files() == [], "a failed run must not leave files behind"
 
 
+@pytest.mark.parametrize("command", [["run", "shapes", "--results"], ["run", "--resume"], ["show"], ["pareto"]])
+def test_credentials_in_a_uri_are_refused_without_being_echoed(command, capsys):
+    code, stderr = run_main([*command, "s3://AKIAKEY:TOPSECRET@regene-test/x"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "s3://***@regene-test/x: credentials do not go in a results URI" in stderr
+    assert "TOPSECRET" not in stderr and "AKIAKEY" not in stderr
+
+
+def test_an_address_with_no_cluster_gets_one_line_and_exit_2(tmp_path):
+    proc = cli("run", "shapes", "--stages", "search", "--address", "127.0.0.1:9", "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "regene-search: error: no Ray cluster answers at 127.0.0.1:9 (Connection refused); start one with `ray start --head` or check --address"
+    ]
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.json"))
+
+
 def test_the_console_script_reports_bad_input_in_one_line():
     proc = cli("run", "imagenet")
     assert proc.returncode == 2
@@ -185,3 +235,43 @@ def test_gpus_beyond_the_cluster_are_refused_before_anything_is_written(tmp_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--gpus-per-trial 4 exceeds" in proc.stderr
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("run.json"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "promote", "top"),
+    [([], "knee", 1), (["--promote", "front"], "front", 1), (["--promote-top", "3"], "knee", 3), (["--promote", "weighted", "--promote-weights", "1,2,0"], "weighted", 1)],
+)
+def test_promotion_flags_reach_the_run_spec(flags, promote, top, tmp_path):
+    from regene_search.cli import _spec_from_args, build_parser
+
+    spec = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), *flags]))
+    assert (spec.promote, spec.promote_top) == (promote, top)
+
+
+def test_resume_names_the_flags_it_ignores(tmp_path, capsys):
+    done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
+    folder = _run_folder(tmp_path, stages_json=json.dumps(done))
+    code = main(["run", "--resume", folder, "--budget", "paper", "--trials", "9", "--seed", "4", "--stages", "search"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ignored: --budget, --trials, --seed" in out
+    assert "stage search: already done, skipped" in out
+    assert main(["run", "--resume", folder, "--stages", "search"]) == 0
+    assert "ignored" not in capsys.readouterr().out
+
+
+def test_a_second_run_on_a_folder_in_use_gets_one_line_and_exit_2(tmp_path):
+    """The first run is alive (here: a process holding the folder's lock); nothing of it is touched."""
+    folder = Path(_run_folder(tmp_path))
+    holder = subprocess.Popen(["sleep", "120"])
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    try:
+        (folder / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": 0}))
+        proc = cli("run", "--resume", str(folder), "--stages", "search", "--ray-temp-dir", ray_tmp)
+    finally:
+        holder.kill()
+        stop_ray_processes(ray_tmp)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and f"is in use by PID {holder.pid}" in lines[0], proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "run.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import signal
@@ -138,3 +139,40 @@ def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(storage, tm
     again = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert "stage search: already done, skipped" in again.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_trial_ends_the_run_and_resume_finishes_every_trial_once(signum, tmp_path):
+    """Ctrl-C or SIGTERM: Tune stops gracefully, the stage is recorded interrupted (never done), exit 128 + signal."""
+    results = tmp_path / "results"
+    run_dir = Location.of(results / "mnist" / "signalled")
+    first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    log_path = tmp_path / "driver.log"
+    with log_path.open("w") as log:
+        driver = subprocess.Popen(
+            [*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "signalled", "--ray-temp-dir", first_tmp], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(lambda: len(checkpoints(run_dir)) >= 1 or driver.poll() is not None, 300, "a first trial checkpoint (epoch 1 of 2)")
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            driver.send_signal(signum)
+            driver.wait(timeout=300)  # generous: the shared cores may be saturated
+        finally:
+            driver.kill()
+            stop_ray_processes(first_tmp)
+    output = log_path.read_text()
+    assert driver.returncode == 128 + signum, output[-3000:]
+    assert f"{signal.Signals(signum).name} stopped stage search; continue with: regene-search run --resume {run_dir}" in output
+    assert "Traceback" not in output
+    stages = json.loads((run_dir / "stages.json").read_bytes())
+    assert stages["search"]["status"] == "interrupted" and stages["search"]["reason"] == f"stopped by {signal.Signals(signum).name}"
+    assert not (run_dir / "trials.parquet").exists()
+
+    second_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    try:
+        resumed = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", second_tmp], capture_output=True, text=True, timeout=600)
+    finally:
+        stop_ray_processes(second_tmp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_every_trial_once(run_dir, 4)
+    assert json.loads((run_dir / "stages.json").read_bytes())["search"]["status"] == "done"

@@ -1,14 +1,20 @@
-"""The whole ReGene run: the smoke search continued with --resume through decoder, generate, evaluate."""
+"""The whole ReGene run: the smoke search (--promote-top 3) continued with --resume through decoder, generate,
+evaluate, which ranks the three encoders against the search scores (the "done when" of issue 13)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
+import time
 
 import pandas as pd
 import pytest
+from scipy import stats
+
+from regene_search.stages.proxy import DOWNSTREAM, PROXIES, PROXY_COLUMNS
 
 from .conftest import CLI, needs_mnist
 from .raycleanup import stop_ray_processes
@@ -17,7 +23,32 @@ pytestmark = [pytest.mark.slow, needs_mnist]
 
 
 @pytest.fixture(scope="module")
-def full_run(smoke_search_run):
+def decoder_interrupted(smoke_search_run, tmp_path_factory) -> tuple[int, str, dict]:
+    """Continue the smoke search, press Ctrl-C (SIGINT) once the decoder stage has started: (exit code, output, stages.json)."""
+    run_dir, _, _ = smoke_search_run
+    log_path = tmp_path_factory.mktemp("logs") / "interrupted.log"
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [*CLI, "run", "--resume", str(run_dir), "--stages", "search,decoder", "--ray-temp-dir", ray_tmp],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"},
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while "stage decoder" not in log_path.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(3)  # into the neutral net's or the decoder's training
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=300)  # generous: the shared cores may be saturated
+        finally:
+            proc.kill()
+            stop_ray_processes(ray_tmp)
+    return proc.returncode, log_path.read_text(), json.loads((run_dir / "stages.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def full_run(smoke_search_run, decoder_interrupted):
+    """The smoke search continued to the end (after the Ctrl-C of `decoder_interrupted`)."""
     run_dir, _, _ = smoke_search_run
     before = (run_dir / "trials.parquet").stat().st_mtime_ns
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
@@ -32,6 +63,16 @@ def full_run(smoke_search_run):
     return run_dir, proc, before
 
 
+def test_ctrl_c_in_the_decoder_stage_exits_130_and_leaves_it_to_resume(decoder_interrupted, full_run):
+    code, output, stages = decoder_interrupted
+    _, proc, _ = full_run
+    assert code == 130, output[-3000:]
+    assert "SIGINT stopped stage decoder; continue with: regene-search run --resume" in output and "Traceback" not in output
+    assert stages["search"]["status"] == "done"
+    assert stages["decoder"] == {**stages["decoder"], "status": "interrupted", "reason": "stopped by SIGINT"}
+    assert "stage decoder done" in proc.stdout  # the resume redid it
+
+
 def test_resume_skips_the_finished_search(full_run):
     run_dir, proc, before = full_run
     assert "stage search: already done, skipped" in proc.stdout
@@ -40,17 +81,39 @@ def test_resume_skips_the_finished_search(full_run):
     assert all(stages[s]["status"] == "done" for s in ("search", "decoder", "generate", "evaluate"))
 
 
+def first_promoted(run_dir) -> str:
+    pareto = pd.read_parquet(run_dir / "pareto.parquet")
+    return pareto.loc[pareto["promotion_order"] == 1, "trial_id"].item()
+
+
 def test_generations_pass_the_papers_bar_on_the_neutral_classifier(full_run):
     run_dir, _, _ = full_run
+    knee = first_promoted(run_dir)
     evaluation = pd.read_parquet(run_dir / "evaluation.parquet")
     overall = evaluation[(evaluation["metric"] == "neutral_acc_gen") & evaluation["n"].isna() & evaluation["class"].isna()]
-    assert len(overall) == 1 and overall["value"].iloc[0] >= 0.9
+    assert len(overall) == 3 and overall.loc[overall["trial_id"] == knee, "value"].item() >= 0.9
     fids = set(evaluation["metric"])
     assert {"fid_neutral_org_gen", "fid_neutral_org_recon", "fid_neutral_recon_gen"} <= fids
     generations = pd.read_parquet(run_dir / "generations.parquet")
-    assert set(generations["n"]) == {2, 3, 5} and generations["accepted"].mean() > 0.5
+    assert set(generations["n"]) == {2, 3, 5} and generations.loc[generations["trial_id"] == knee, "accepted"].mean() > 0.5
     decoder = pd.read_parquet(run_dir / "decoder.parquet")
     assert decoder["perceptual_backbone"].notna().all()
+
+
+def test_three_promoted_encoders_are_ranked_against_the_search_scores(full_run):
+    run_dir, proc, _ = full_run
+    proxy = pd.read_parquet(run_dir / "proxy.parquet")
+    assert list(proxy.columns) == PROXY_COLUMNS.names
+    assert set(proxy["proxy"]) == set(PROXIES) and set(proxy["downstream"]) == set(DOWNSTREAM) - {"coverage"}
+    pareto = pd.read_parquet(run_dir / "pareto.parquet")
+    order = pareto[pareto["promoted"]].sort_values("promotion_order")["trial_id"].tolist()
+    mae = proxy[(proxy["proxy"] == "decoder_mae") & (proxy["downstream"] == "decoder_val_mae")].iloc[0]
+    assert mae["k"] == 3 and list(mae["trial_ids"]) == order
+    # Recompute from the files: the probe's MAE against the full decoder's last-epoch MAE (both lower-is-better).
+    decoder = pd.read_parquet(run_dir / "decoder.parquet").sort_values("epoch").groupby("trial_id").last()
+    expected = stats.kendalltau(pareto.set_index("trial_id").loc[order, "decoder_mae"], decoder.loc[order, "val_mae"]).statistic
+    assert mae["kendall_tau"] == pytest.approx(expected) and mae["orientation"] == 1
+    assert "rank agreement, decoder_mae: " in proc.stdout
 
 
 def test_show_summarises_every_stage_and_lists_figures(full_run):
@@ -60,7 +123,10 @@ def test_show_summarises_every_stage_and_lists_figures(full_run):
     for stage in ("search", "decoder", "generate", "evaluate"):
         assert stage in proc.stdout
     assert "hypervolume=" in proc.stdout and "neutral_acc_gen=" in proc.stdout
-    assert "generations-n2.png" in proc.stdout
+    assert "generations-n2.png" in proc.stdout and "figures/probe-mae.png" in proc.stdout
+    assert "rank agreement over K=3 promoted encoders" in proc.stdout
+    for objective in ("accuracy", "decoder_mae", "latent_sparsity", "joint_score", "promotion_order"):
+        assert f"  {objective}: " in proc.stdout
 
 
 def test_resuming_a_finished_run_does_nothing(full_run):

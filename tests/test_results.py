@@ -1,4 +1,7 @@
+import json
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,12 +13,15 @@ from regene_search.results import (
     HISTORY_COLUMNS,
     RunPaths,
     parquet_rows,
+    run_lock,
     read_parquet,
     table_from_rows,
     validate_run_name,
     write_json,
     write_parquet,
 )
+
+from .conftest import new_run_folder
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "../x", "a\\b/..", ".hidden", "", "a b", "x/../../y"])
@@ -38,14 +44,14 @@ def test_plan_creates_nothing_and_create_makes_the_folder(tmp_path):
 
 
 def test_plan_refuses_an_existing_run(tmp_path):
-    paths = RunPaths.create(tmp_path, "mnist", "r1")
+    paths = new_run_folder(tmp_path, "mnist", "r1")
     write_json({"spec": {}}, paths.run_json)
     with pytest.raises(UserError, match="already holds a run"):
         RunPaths.plan(tmp_path, "mnist", "r1")
 
 
 def test_inside_refuses_paths_outside_the_run(tmp_path):
-    paths = RunPaths.create(tmp_path, "mnist", "r1")
+    paths = new_run_folder(tmp_path, "mnist", "r1")
     assert Path(paths.inside("checkpoints/a.pt")).parent == Path(paths.dir) / "checkpoints"
     with pytest.raises(UserError, match="outside the run folder"):
         paths.inside("../../elsewhere.pt")
@@ -104,3 +110,49 @@ def test_run_paths_name_every_stage_file(tmp_path):
     assert Path(paths.neutral_checkpoint("abc")) == run.parent / "_neutral" / "neutral-abc.pt"
     with pytest.raises(UserError, match="outside the run folder"):
         paths.decoder_checkpoint("../../../../x")
+
+
+@pytest.fixture(params=["local", "s3"])
+def run_paths(request, tmp_path):
+    """A run folder's paths, on local disk or on the session's S3 endpoint."""
+    root = tmp_path if request.param == "local" else f"{request.getfixturevalue('s3_root')}/locks-{os.getpid()}"
+    return RunPaths.plan(root, "mnist", f"lock-{request.node.name.replace('[', '-').rstrip(']')}")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_lock_refuses_a_second_holder_and_is_released(run_paths):
+    with run_lock(run_paths):
+        assert json.loads(run_paths.lock.read_bytes())["pid"] == os.getpid()
+        with pytest.raises(UserError, match=f"in use by PID {os.getpid()} on {socket.gethostname()}"):
+            with run_lock(run_paths):
+                pass
+    assert not run_paths.lock.exists()
+    with pytest.raises(RuntimeError):
+        with run_lock(run_paths):
+            raise RuntimeError("a stage failed")
+    assert not run_paths.lock.exists(), "a failed run releases its lock"
+
+
+@pytest.mark.parametrize("holder", ["dead-process-here", "garbage"])
+def test_a_stale_lock_is_taken_over(run_paths, holder):
+    text = json.dumps({"pid": dead_pid(), "host": socket.gethostname()}) if holder == "dead-process-here" else "not json"
+    run_paths.lock.write_bytes(text.encode())
+    if holder == "garbage":  # unreadable: nobody can be shown to hold it, so it is not taken over silently
+        with pytest.raises(UserError, match="in use by another run"):
+            with run_lock(run_paths):
+                pass
+        return
+    with run_lock(run_paths):
+        assert json.loads(run_paths.lock.read_bytes())["pid"] == os.getpid()
+
+
+def test_a_lock_from_another_host_is_never_taken_over(run_paths):
+    run_paths.lock.write_bytes(json.dumps({"pid": dead_pid(), "host": "elsewhere"}).encode())
+    with pytest.raises(UserError, match="in use by PID .* on elsewhere"):
+        with run_lock(run_paths):
+            pass

@@ -23,7 +23,7 @@ import numpy as np
 OBJECTIVES = ("accuracy", "decoder_mae", "latent_sparsity")
 MODES = ("max", "min", "min")
 REFERENCE_POINT = (1.0, 1.0, 1.0)
-PROMOTION_METHODS = ("knee", "weighted")
+PROMOTION_METHODS = ("knee", "weighted", "front")
 
 
 def to_minimisation(points: np.ndarray) -> np.ndarray:
@@ -141,14 +141,32 @@ def hypervolume_history(F: np.ndarray, reference: Sequence[float] = REFERENCE_PO
     return history
 
 
-def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1) -> list[int]:
-    """Row indices of the `k` trials to promote, best first.
+def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None) -> np.ndarray:
+    """The value `promote` orders front trials by, lower first; NaN off the front.
 
-    Front points are ordered by `method` ("knee": distance to the ideal point; "weighted":
-    weighted sum, `weights` in `OBJECTIVES` order, ignored by "knee"), both on objectives min-max
-    scaled over the front (zero range -> 0). If `k` exceeds the front, the other successful
-    trials follow by rank (asc), then crowding (desc). Ties go to the lower index. Failed trials
-    are never returned, so fewer than `k` may come back.
+    "knee" and "front": Euclidean distance to the ideal point; "weighted": weighted sum
+    (`weights` in `OBJECTIVES` order, ignored otherwise); both on objectives min-max scaled over
+    the front (zero range -> 0).
+    """
+    F = _as_matrix(F)
+    scores = np.full(len(F), np.nan)
+    front = np.flatnonzero(non_dominated_ranks(F) == 0)
+    if method not in PROMOTION_METHODS:
+        raise ValueError(f"unknown promotion method {method!r} (expected one of {', '.join(PROMOTION_METHODS)})")
+    if len(front) == 0:
+        return scores
+    scaled = _scale(F[front])
+    scores[front] = scaled @ _weights(weights, F.shape[1]) if method == "weighted" else np.linalg.norm(scaled, axis=1)
+    return scores
+
+
+def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1) -> list[int]:
+    """Row indices of the trials to promote, best first.
+
+    "knee" and "weighted" promote `k`: front points ordered by `promotion_scores`; if `k` exceeds
+    the front, the other successful trials follow by rank (asc), then crowding (desc). "front"
+    promotes every front point, in knee order, whatever `k`. Ties go to the lower index. Failed
+    trials are never returned, so fewer than `k` may come back.
     """
     F = _as_matrix(F)
     if k < 1:
@@ -157,14 +175,10 @@ def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | N
     front = np.flatnonzero(ranks == 0)
     if len(front) == 0:
         raise ValueError("no successful trial to promote")
-    scaled = _scale(F[front])
-    if method == "knee":
-        score = np.linalg.norm(scaled, axis=1)
-    elif method == "weighted":
-        score = scaled @ _weights(weights, F.shape[1])
-    else:
-        raise ValueError(f"unknown promotion method {method!r} (expected one of {', '.join(PROMOTION_METHODS)})")
+    score = promotion_scores(F, method, weights=weights)[front]
     ordered = front[np.lexsort((front, score))].tolist()
+    if method == "front":
+        return ordered
     if k > len(front):
         rest = np.flatnonzero(ranks > 0)
         crowding = crowding_distance(F, ranks)[rest]

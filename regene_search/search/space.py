@@ -44,14 +44,15 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 _KINDS_FOR_TYPE = {"int": "randint or choice", "float": "uniform, loguniform or choice"}
 _TYPE_NAMES = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false"}
 
-# Values a trial would reject anyway; caught here so the error names the file and key.
+# Values a trial would reject, or could not run in any memory; caught here so the error names the
+# file and key before Ray starts. The upper limits sit far beyond the paper's region (latent 2048).
 _BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "blocks": (lambda v: v >= 1, ">= 1"),
-    "convs_per_block": (lambda v: v >= 1, ">= 1"),
-    "base_width": (lambda v: v >= 1, ">= 1"),
-    "latent_dim": (lambda v: v >= 1, ">= 1"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
-    "epochs": (lambda v: v >= 1, ">= 1"),
+    "blocks": (lambda v: 1 <= v <= 6, ">= 1 and <= 6 (each block halves the image; 64 px allows 6)"),
+    "convs_per_block": (lambda v: 1 <= v <= 16, ">= 1 and <= 16"),
+    "base_width": (lambda v: 1 <= v <= 1024, ">= 1 and <= 1024"),
+    "latent_dim": (lambda v: 1 <= v <= 65536, ">= 1 and <= 65536"),
+    "batch_size": (lambda v: 1 <= v <= 65536, ">= 1 and <= 65536"),
+    "epochs": (lambda v: 1 <= v <= 100_000, ">= 1 and <= 100000"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "lr": (lambda v: v > 0, "> 0"),
@@ -122,6 +123,23 @@ class SearchSpace:
         """Rebuild (and re-validate) a space saved by `to_json`, e.g. when resuming a run."""
         source = str(data.get("path", "<json>"))
         return _parse({key: value for key, value in data.items() if key != "path"}, source)
+
+    def largest(self, name: str) -> Any:
+        """The largest value `name` takes in this space (searched or fixed), or None if it is left at its default."""
+        if name in self.fixed:
+            return self.fixed[name]
+        domain = self.params.get(name)
+        if domain is None:
+            return None
+        return max(domain.values) if domain.kind == "choice" else domain.high
+
+    def check_fits(self, image_size: int) -> None:
+        """Refuse a space whose deepest encoder would pool `image_size` px images below 1 px."""
+        blocks = self.largest("blocks")
+        if image_size and blocks is not None and image_size >> blocks < 1:
+            raise SpaceError(
+                f"{self.path}: blocks = {blocks} pools a {image_size}px image below 1 px; this dataset allows at most {image_size.bit_length() - 1}"
+            )
 
     def default_config(self) -> dict[str, Any]:
         """A valid trial point (each domain's `default()`) with the fixed values, for smoke tests."""

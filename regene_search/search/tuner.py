@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,25 @@ def make_tuner(
         ),
         run_config=run_config(storage, settings, list(callbacks)),
     )
+
+
+def fit(tuner: tune.Tuner, planned_trials: int) -> tune.ResultGrid:
+    """`tuner.fit()`, raising `KeyboardInterrupt` when a signal stopped it before every planned trial finished.
+
+    On Ctrl-C Tune stops gracefully, saves its state and *returns*; a search cut short must not
+    pass for a finished one. Tune leaves its own SIGINT/SIGUSR1 handlers installed after a run
+    that was not interrupted, which would swallow a Ctrl-C in the later stages: they are reset.
+    """
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        grid = tuner.fit()
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+    if len(grid) < planned_trials or grid.num_terminated + grid.num_errors < len(grid):
+        raise KeyboardInterrupt(f"the search stopped with {grid.num_terminated} of {planned_trials} trials finished")
+    return grid
 
 
 def experiment_path(storage: Location) -> Location:

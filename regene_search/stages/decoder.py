@@ -31,6 +31,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
+from rich.markup import escape
 from torch import nn
 
 from ..data.dataset import ImageData
@@ -224,7 +225,7 @@ def decoder_stage(ctx: StageContext) -> dict[str, Any]:
     checkpoints = ctx.promoted_checkpoints()
     training = DecoderTraining(epochs=ctx.spec.resolved_budget.decoder_epochs, base_width=ctx.spec.decoder_width, seed=ctx.spec.seed)
     backbone, source = perceptual_backbone(ctx)
-    ctx.console.print(f"decoder: {len(checkpoints)} decoder(s), {training.epochs} epochs, perceptual backbone {backbone['name']} ({source})")
+    ctx.console.print(f"decoder: {len(checkpoints)} decoder(s), {training.epochs} epochs, perceptual backbone {backbone['name']} ({escape(source)})")
     jobs = {trial_id: encoder_state(path) for trial_id, path in checkpoints.items()}
     calls = [(ctx.data, trial_id, state, training, backbone) for trial_id, state in jobs.items()]
     results = run_tasks(train_decoder, calls, cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)

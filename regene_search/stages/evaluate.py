@@ -26,6 +26,9 @@ not per class), metric, value. Metrics:
   novelty_nn_ssim_mean, novelty_nn_ssim_max   SSIM to that nearest training image (1 would be a copy)
   novelty_test_nn_l2_mean, novelty_test_nn_ssim_mean   the same for test images: how close genuinely
                                   new images of the dataset come to the training set, for scale
+
+Last, with >= 3 promoted encoders, `proxy.py` writes `proxy.parquet`: how well each search-time
+score ranks the encoders the way these results (and the decoder's) do.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .decoder import decode_all, load_decoder
 from .fid import fid, inception_features, load_inception
 from .losses import ssim_window
 from .neutral import NeutralResNet, ensure_neutral, load_neutral, predict
+from .proxy import headline_rows, verdict, write_agreement
 
 EVALUATION_COLUMNS = pa.schema(
     [
@@ -264,7 +268,11 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
             f"org/recon {summary['fid_neutral_org_recon']:.2f}, recon/gen {summary.get('fid_neutral_recon_gen', float('nan')):.2f}"
         )
     write_parquet(table_from_rows(m.rows, EVALUATION_COLUMNS), ctx.paths.evaluation)
+    agreement, rows = write_agreement(ctx.paths, ctx.spec.dataset.name)
+    for line in [verdict(r) for r in headline_rows(rows)] if agreement["written"] else [agreement["reason"]]:
+        ctx.console.print(f"rank agreement, {line}", markup=False)
     return {
+        "proxy": agreement,
         "neutral": {"depth": neutral.config.depth, "test_accuracy": test_accuracy, "checkpoint": str(neutral_path), "from_cache": cached},
         "inception": settings.inception_weights is not None,
         "trials": trials,

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from rich.markup import escape
 
 from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
@@ -161,7 +162,7 @@ def sample_plan(ctx: StageContext, settings: GenerateSettings) -> dict[tuple[int
         members = (data.train_y == c).nonzero().squeeze(1).numpy()
         for n in settings.ns:
             if len(members) < n:
-                ctx.console.print(f"generate: class {data.classes[c]} has {len(members)} training images, fewer than n={n}; skipped")
+                ctx.console.print(f"generate: class {escape(data.classes[c])} has {len(members)} training images, fewer than n={n}; skipped")
                 continue
             sources = np.stack([rng.choice(members, size=n, replace=False) for _ in range(settings.per_class)])
             plan[(c, n)] = (sources, convex_weights(rng, settings.per_class, n, kind=settings.weights, alpha=settings.dirichlet_alpha))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rich.markup import escape
 import torch.nn.functional as F
 from torch import nn
 
@@ -200,7 +201,7 @@ def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
     except RunDirError:
         pass  # no cache file yet
     except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
-        ctx.console.print(f"neutral: cache {path} unreadable ({type(exc).__name__}), retraining")
+        ctx.console.print(f"neutral: cache {escape(str(path))} unreadable ({type(exc).__name__}), retraining")
     ctx.console.print(f"neutral: training ResNet-{config.depth} for {training.epochs} epochs on {len(ctx.data.train_x)} images")
     [state] = run_tasks(train_neutral, [(ctx.data, config, training)], cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)
     save_checkpoint(state, path)

@@ -15,6 +15,7 @@ from ray import tune
 
 from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
 from ..data.dataset import ImageData
+from ..report import plot_probe_mae
 from ..results import (
     HISTORY_COLUMNS,
     HYPERVOLUME_COLUMNS,
@@ -27,7 +28,15 @@ from ..results import (
 )
 from ..search import tuner as tuning
 from ..storage import Location
-from ..search.pareto import OBJECTIVES, crowding_distance, hypervolume_history, non_dominated_ranks, promote, to_minimisation
+from ..search.pareto import (
+    OBJECTIVES,
+    crowding_distance,
+    hypervolume_history,
+    non_dominated_ranks,
+    promote,
+    promotion_scores,
+    to_minimisation,
+)
 from ..search.progress import LiveProgress
 from ..search.schedulers import StopReasonCallback, make_scheduler
 from ..search.space import SearchSpace, load_space
@@ -39,7 +48,7 @@ _PARAM_TYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "bo
 
 @dataclass(frozen=True)
 class Promotion:
-    """Which front trials go on to the decoder stage: `knee` (default) or `weighted`, top `k`."""
+    """Which trials go on to the decoder stage: `knee` (default) or `weighted`, top `k`; or the whole `front`."""
 
     method: str = "knee"
     weights: tuple[float, float, float] | None = None
@@ -115,6 +124,8 @@ def pareto_rows(trials: list[dict], promotion: Promotion) -> tuple[list[dict], l
     valid = ~np.isnan(F).any(axis=1)
     promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k) if valid.any() else []
     promoted = [trials[i]["trial_id"] for i in promoted_idx]
+    order = {i: position for position, i in enumerate(promoted_idx, start=1)}
+    scores = promotion_scores(F, promotion.method, weights=promotion.weights)
     rows = [
         {
             "trial_id": r["trial_id"],
@@ -123,6 +134,8 @@ def pareto_rows(trials: list[dict], promotion: Promotion) -> tuple[list[dict], l
             "crowding": float(crowding[i]),
             "on_front": bool(ranks[i] == 0),
             "promoted": r["trial_id"] in promoted,
+            "promotion_score": None if np.isnan(scores[i]) else float(scores[i]),
+            "promotion_order": order.get(i),
         }
         for i, r in enumerate(trials)
     ]
@@ -154,7 +167,7 @@ def search_stage(
     tuner = tuning.make_tuner(
         data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks
     )
-    grid = tuner.fit()
+    grid = tuning.fit(tuner, settings.trials)
     trials, history = collect(grid, budget, paths.dir)
     for row in trials:
         row.pop("finished_at")
@@ -165,6 +178,7 @@ def search_stage(
     write_parquet(table_from_rows(history, HISTORY_COLUMNS), paths.history)
     write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
     write_parquet(table_from_rows(hv, HYPERVOLUME_COLUMNS), paths.hypervolume)
+    plot_probe_mae(trials, paths.probe_mae_figure, promoted=promoted, title=f"{paths.dir.name}: probe decoder MAE against depth, latent size and sparsity")
     final_hv = hv[-1]["hypervolume"] if hv else 0.0
     return SearchSummary(
         trials=len(trials),

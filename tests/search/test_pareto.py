@@ -20,6 +20,7 @@ from regene_search.search.pareto import (
     hypervolume_history,
     non_dominated_ranks,
     promote,
+    promotion_scores,
     to_minimisation,
 )
 
@@ -243,6 +244,23 @@ def test_weighted_index() -> None:
     assert promote(HAND_FRONT, "weighted", weights=(0.0, 1.0, 0.0), k=2) == [3, 4]
 
 
+def test_front_promotes_every_front_point_in_knee_order() -> None:
+    # Front rows 0, 2, 3, 4 (1 is dominated, 5 failed); knee distances 1, .566, 1, .728.
+    assert promote(HAND_FRONT, "front") == [2, 4, 0, 3]
+    assert promote(HAND_FRONT, "front", k=1) == promote(HAND_FRONT, "front", k=10) == [2, 4, 0, 3]
+    assert promote(HAND_FRONT, "knee", k=4) == promote(HAND_FRONT, "front")
+
+
+def test_promotion_scores_are_what_promote_orders_by() -> None:
+    knee = promotion_scores(HAND_FRONT, "knee")
+    assert np.isnan(knee[[1, 5]]).all()
+    np.testing.assert_allclose(knee[[0, 2, 3, 4]], [1.0, np.hypot(0.4, 0.4), 1.0, np.hypot(0.7, 0.2)])
+    np.testing.assert_array_equal(promotion_scores(HAND_FRONT, "front"), knee)
+    weighted = promotion_scores(HAND_FRONT, "weighted", weights=(0.0, 1.0, 0.0))
+    np.testing.assert_allclose(weighted[[0, 2, 3, 4]], [1.0, 0.4, 0.0, 0.2])
+    assert np.isnan(promotion_scores(np.full((2, 3), np.nan))).all()
+
+
 def test_top_k_fills_with_rank_then_crowding() -> None:
     F = np.array(
         [
@@ -260,6 +278,7 @@ def test_top_k_fills_with_rank_then_crowding() -> None:
     ("kwargs", "message"),
     [
         ({"method": "best"}, "unknown promotion method"),
+        ({"method": "front", "k": 0}, "k must be"),
         ({"method": "weighted"}, "needs weights"),
         ({"method": "weighted", "weights": (1.0, -1.0, 0.0)}, "non-negative"),
         ({"method": "weighted", "weights": (1.0, 1.0)}, "3 finite"),

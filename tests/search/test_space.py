@@ -307,3 +307,15 @@ def test_fuzz_valid_spaces_load(document: dict) -> None:
     check_space(space)
     assert space.to_json()["params"] == document["params"]
     assert space.fixed == document["fixed"]
+
+
+def test_the_deepest_encoder_must_fit_the_image(tmp_path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("[params]\nblocks = { choice = [2, 5] }\nlatent_dim = { randint = [8, 4096] }\n")
+    space = load_space(path)
+    assert space.largest("blocks") == 5 and space.largest("latent_dim") == 4096 and space.largest("dropout") is None
+    space.check_fits(64)
+    space.check_fits(32)
+    with pytest.raises(SpaceError, match="blocks = 5 pools a 28px image below 1 px; this dataset allows at most 4"):
+        space.check_fits(28)
+    space.check_fits(0)  # an image folder whose size is not known yet

@@ -24,7 +24,7 @@ from regene_search.stages.decoder import DECODER_COLUMNS, decoder_stage, load_de
 from regene_search.stages.evaluate import EVALUATION_COLUMNS, evaluate_stage
 from regene_search.stages.generate import GENERATION_COLUMNS, generate_stage
 
-from ..conftest import needs_mnist
+from ..conftest import needs_mnist, new_run_folder
 from ..raycleanup import stop_ray_processes
 
 TRIAL = "tiny_00000"
@@ -55,7 +55,7 @@ def promote_encoder(paths: RunPaths, checkpoint: dict) -> None:
 @pytest.fixture(scope="module")
 def stage_run(mnist_2k, encoder_checkpoint, tmp_path_factory, s3_root):
     root = f"{s3_root}/stages"
-    paths = RunPaths.create(root, "mnist", "t")
+    paths = new_run_folder(root, "mnist", "t")
     promote_encoder(paths, encoder_checkpoint)
     # Randomly initialised Inception weights exercise the real loading and feature path.
     inception = tmp_path_factory.mktemp("weights") / "inception.pth"
@@ -155,3 +155,10 @@ def test_evaluation_has_the_documented_metrics(stage_run):
     neutral = summaries["evaluate"]["neutral"]
     assert neutral["from_cache"] and neutral["depth"] == 8
     assert neutral["checkpoint"].startswith("s3://regene-test/results/stages/mnist/_neutral/neutral-")
+
+
+def test_one_promoted_encoder_gets_no_rank_agreement_and_the_reason(stage_run):
+    paths, summaries, _ = stage_run
+    assert not paths.proxy.exists()
+    proxy = summaries["evaluate"]["proxy"]
+    assert proxy["k"] == 1 and not proxy["written"] and "needs >= 3" in proxy["reason"]

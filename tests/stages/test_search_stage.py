@@ -16,7 +16,7 @@ from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_C
 from regene_search.storage import Location
 from regene_search.models import load_classifier
 
-from ..conftest import CLI, needs_mnist
+from ..conftest import CLI, needs_mnist, new_run_folder
 
 pytestmark = [pytest.mark.slow, needs_mnist]
 
@@ -47,8 +47,11 @@ def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
 
     pareto = duckdb.sql(f"select * from '{run_dir / 'pareto.parquet'}'").df()
     assert list(pareto.columns) == PARETO_COLUMNS.names
-    assert pareto["on_front"].any() and pareto["promoted"].sum() == 1
-    assert (pareto.loc[pareto["promoted"], "rank"] == 0).all()
+    assert pareto["on_front"].any() and pareto["promoted"].sum() == 3
+    promoted_rows = pareto[pareto["promoted"]].sort_values("promotion_order")
+    assert promoted_rows["promotion_order"].tolist() == [1, 2, 3]
+    assert promoted_rows["rank"].iloc[0] == 0 and promoted_rows["rank"].is_monotonic_increasing  # the front first
+    assert (pareto["promotion_score"].notna() == pareto["on_front"]).all()
 
     hv = pd.read_parquet(run_dir / "hypervolume.parquet")
     assert list(hv.columns) == HYPERVOLUME_COLUMNS.names
@@ -59,7 +62,7 @@ def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
     assert {"torch", "ray", "optuna"} <= set(record["versions"])
     assert "params" in record["space"]
 
-    promoted = pareto.loc[pareto["promoted"], "trial_id"].iloc[0]
+    promoted = promoted_rows["trial_id"].iloc[0]
     state = torch.load(run_dir / "checkpoints" / f"classifier-{promoted}.pt", weights_only=True)
     assert load_classifier(state)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
 
@@ -73,7 +76,7 @@ def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_pat
     js = subprocess.run([*CLI, "pareto", str(run_dir), "--json", "--plot", str(plot)], capture_output=True, text=True, timeout=120)
     assert js.returncode == 0, js.stderr
     data = json.loads(js.stdout)
-    assert data["trials"] == 4 and len(data["promoted"]) == 1 and len(data["hypervolume_history"]) == 4
+    assert data["trials"] == 4 and len(data["promoted"]) == 3 and len(data["hypervolume_history"]) == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -94,11 +97,11 @@ def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_
     show = subprocess.run([*CLI, "show", str(remote)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert show.returncode == 0, show.stderr
     assert str(remote) in show.stdout and "trials.parquet: 4 rows" in show.stdout
+    assert "section 4.2 figure (probe decoder MAE against depth, latent size, sparsity): figures/probe-mae.png" in show.stdout
 
 
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path):
     from regene_search.config import BUDGETS, ProbeConfig
-    from regene_search.results import RunPaths
     from regene_search.search.space import load_space
     from regene_search.search.tuner import SearchSettings
     from regene_search.stages.search import Promotion, search_stage
@@ -109,7 +112,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_i
         "[params]\nlr = { choice = [1e12, 3e-3] }\n"
         "[fixed]\nblocks = 1\nbase_width = 8\nlatent_dim = 16\nepochs = 1\naugment = false\n"
     )
-    paths = RunPaths.create(tmp_path / "results", "mnist", "diverge")
+    paths = new_run_folder(tmp_path / "results", "mnist", "diverge")
     summary = search_stage(
         mnist_small.subset(train=512, val=128, seed=0),
         paths,
@@ -117,7 +120,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_i
         settings=SearchSettings(trials=4, sampler="random", max_concurrent=2, seed=0),  # seed 0 draws both lrs
         setup=TrialSetup(probe=ProbeConfig(train_images=64, val_images=32, steps=2)),
         budget=BUDGETS["smoke"],
-        promotion=Promotion(),
+        promotion=Promotion(method="front"),
     )
     trials = pd.read_parquet(paths.trials)
     assert len(trials) == 4
@@ -130,3 +133,11 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_i
     pareto = pd.read_parquet(paths.pareto)
     assert (pareto.set_index("trial_id").loc[diverged["trial_id"], "rank"] == -1).all()
     assert summary.completed == len(completed) and summary.promoted
+    # --promote front: every front trial, in knee order; the diverged ones never.
+    assert (pareto["promoted"] == pareto["on_front"]).all()
+    front = pareto[pareto["on_front"]].sort_values("promotion_order")
+    assert front["promotion_order"].tolist() == list(range(1, len(front) + 1))
+    assert front["promotion_score"].is_monotonic_increasing and front["trial_id"].tolist() == list(summary.promoted)
+    assert pareto.loc[~pareto["on_front"], ["promotion_score", "promotion_order"]].isna().all().all()
+    # The section 4.2 figure is written with the run's figures.
+    assert paths.probe_mae_figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
