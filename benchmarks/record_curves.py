@@ -82,23 +82,12 @@ SMOKE_PROBE = BUDGETS["smoke"].probe  # 1,024 / 256 images, 60 steps
 METRICS = ("epoch", "accuracy", "decoder_mae", "latent_sparsity", "joint_score", "train_loss", "train_seconds", "probe_seconds", "seconds")
 
 
-def draw(domain, rng: np.random.Generator) -> Any:
-    """One value of a parsed space `Domain` (choice, uniform, loguniform, randint inclusive)."""
-    if domain.kind == "choice":
-        return domain.values[int(rng.integers(len(domain.values)))]
-    if domain.kind == "uniform":
-        return float(rng.uniform(domain.low, domain.high))
-    if domain.kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(domain.low), math.log(domain.high))))
-    return int(rng.integers(domain.low, domain.high + 1))
-
-
 def draw_configs(space, n: int, seed: int, epochs: int) -> list[dict[str, Any]]:
     """Config i draws from its own generator seeded by (seed, i): a longer list keeps the prefix."""
     configs = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        values = {name: draw(domain, rng) for name, domain in space.params.items() if name != "epochs"}
+        values = {name: domain.sample(rng) for name, domain in space.params.items() if name != "epochs"}
         configs.append(values | dict(space.fixed) | {"epochs": epochs})
     return configs
 

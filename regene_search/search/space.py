@@ -81,6 +81,16 @@ class Domain:
             return tune.loguniform(self.low, self.high)
         return tune.randint(self.low, self.high + 1)  # Tune's upper bound is exclusive
 
+    def sample(self, rng: Any) -> Any:
+        """One value drawn with a numpy `Generator` (randint includes `high`, as in the TOML)."""
+        if self.kind == "choice":
+            return self.values[int(rng.integers(len(self.values)))]
+        if self.kind == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return int(rng.integers(self.low, self.high + 1))
+
     def default(self) -> Any:
         """A representative value: first choice, arithmetic or geometric midpoint, or low."""
         if self.kind == "choice":

@@ -17,16 +17,6 @@ from regene_search.config import ScoreWeights
 from regene_search.search.space import SearchSpace
 
 
-def draw(domain, rng: np.random.Generator):
-    if domain.kind == "choice":
-        return domain.values[int(rng.integers(len(domain.values)))]
-    if domain.kind == "uniform":
-        return float(rng.uniform(domain.low, domain.high))
-    if domain.kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(domain.low), math.log(domain.high))))
-    return int(rng.integers(domain.low, domain.high + 1))
-
-
 def write_table(path: Path, space: SearchSpace, *, configs: int, epochs: int, seed: int = 0, dataset: str = "synthetic",
                 diverged: dict[int, int] | None = None, cost: float | None = None) -> Path:
     """Write `configs` configurations x `epochs` epochs to `path` (+ `<name>_configs.parquet`).
@@ -38,7 +28,7 @@ def write_table(path: Path, space: SearchSpace, *, configs: int, epochs: int, se
     rng = np.random.default_rng(seed)
     curves, status_rows = [], []
     for i in range(configs):
-        params = {name: draw(domain, rng) for name, domain in space.params.items() if name != "epochs"} | dict(space.fixed)
+        params = {name: domain.sample(rng) for name, domain in space.params.items() if name != "epochs"} | dict(space.fixed)
         params["epochs"] = epochs
         quality, speed = rng.uniform(0, 1), rng.uniform(0.5, 4.0)
         final_acc, final_mae = 0.55 + 0.4 * quality, 0.2 - 0.15 * rng.uniform(0, 1)
