@@ -60,6 +60,11 @@ def _mnist_dir(root: Path, *, magic: int = 2051, truncate: int = 0) -> Path:
     return root
 
 
+def _file(path: Path) -> Path:
+    path.write_text("not a folder")
+    return path
+
+
 def _space(tmp: Path, text: str) -> str:
     path = tmp / "space.toml"
     path.write_text(text)
@@ -71,6 +76,21 @@ def _empty_classes(tmp: Path) -> str:
         for cls in ("a", "b"):
             (tmp / "folder" / split / cls).mkdir(parents=True)
     return f"imagefolder:{tmp / 'folder'}"
+
+
+def _image_folder(tmp: Path, classes: tuple[str, ...], *, bomb: bool = False) -> str:
+    """An ImageFolder tree of tiny PNGs; `bomb` adds a 1-bit PNG declaring 10000x10000 pixels
+    (a few KB on disk) and a symlink loop beside it, which scanning must survive."""
+    from PIL import Image
+
+    root = tmp / "folder[/x]"
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        Image.new("L", (28, 28), 128).save(root / cls / "0.png")
+    if bomb:
+        Image.new("1", (10_000, 10_000)).save(root / classes[0] / "bomb.png")
+        (root / classes[0] / "loop").symlink_to(root)
+    return f"imagefolder:{root}"
 
 
 def _run_folder(tmp: Path, *, run_json: str | None = None, stages_json: str | None = None) -> str:
@@ -95,6 +115,9 @@ BAD_RUNS = {
     "truncated IDX": lambda t: (["run", "mnist", "--data-dir", str(_mnist_dir(t / "d", truncate=100))], "idx"),
     "wrong IDX magic": lambda t: (["run", "mnist", "--data-dir", str(_mnist_dir(t / "d", magic=1234))], "magic"),
     "empty class folders": lambda t: (["run", _empty_classes(t)], "folder"),
+    "one class folder": lambda t: (["run", _image_folder(t, ("cat",))], "one class folder (cat); a classifier needs at least 2"),
+    "decompression bomb beside a symlink loop": lambda t: (["run", _image_folder(t, ("a", "b"), bomb=True)], "bomb.png: 10000x10000 pixels is over the 89-megapixel limit"),
+    "data dir is a file": lambda t: (["run", "mnist", "--data-dir", str(_file(_mnist_dir(t / "d") / "notes.txt"))], "is a file"),
     "TOML syntax": lambda t: (["run", "shapes", "--space", _space(t, "[params\nlr = 1")], "space.toml"),
     "unknown space key": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlearning_rate = { choice = [1] }\n")], "learning_rate"),
     "bad domain": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlr = { loguniform = [-1, 1] }\n")], "lr"),

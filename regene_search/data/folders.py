@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 # Images per task sent to a worker process: large enough to hide the per-task overhead.
 CHUNK = 512
 TEST_FRACTION = 0.2
+
+# PIL only warns below twice its own limit; any image this large is refused before decoding.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 # An image to decode: a file, or (a name for error messages, the encoded bytes).
 Source = Path | tuple[str, bytes]
@@ -68,6 +72,8 @@ def list_class_folders(root: Path, classes: Sequence[str] | None = None) -> List
     found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    if classes is None and len(found) < 2:
+        raise DataError(f"{root}: one class folder ({found[0]}); a classifier needs at least 2 (expected {root}/<class>/<image files>)")
     if classes is None:
         classes = found
     elif set(found) != set(classes):
@@ -76,12 +82,7 @@ def list_class_folders(root: Path, classes: Sequence[str] | None = None) -> List
     labels: list[int] = []
     empty = []
     for label, name in enumerate(classes):
-        files = [
-            Path(dirpath, f)
-            for dirpath, _, fnames in sorted(os.walk(root / name, followlinks=True))
-            for f in sorted(fnames)
-            if f.lower().endswith(IMG_EXTENSIONS)
-        ]
+        files = [f for f in walk_files(root / name, outside=root) if f.name.lower().endswith(IMG_EXTENSIONS)]
         if not files:
             empty.append(name)
         items += files
@@ -89,6 +90,49 @@ def list_class_folders(root: Path, classes: Sequence[str] | None = None) -> List
     if empty:
         raise DataError(f"{root}: empty class folders {', '.join(empty)} (no {'/'.join(IMG_EXTENSIONS)} images)")
     return Listing(tuple(classes), items, torch.tensor(labels, dtype=torch.int64))
+
+
+def walk_files(top: Path, *, outside: Path | None = None) -> list[Path]:
+    """Every file under `top`, sorted, following links but entering each real folder once, and
+    never `outside` (the folder of all classes: a link up to it would relabel other classes).
+
+    `os.walk(followlinks=True)` alone loops until paths get too long on a link to an ancestor;
+    here each folder is keyed by (device, inode) and a repeat is skipped.
+    """
+    seen = {_identity(outside)} if outside is not None else set()
+    files: list[Path] = []
+    for dirpath, dirnames, fnames in os.walk(top, followlinks=True):
+        identity = _identity(dirpath)
+        if identity in seen:
+            dirnames.clear()
+            continue
+        seen.add(identity)
+        dirnames.sort()
+        files += [Path(dirpath, f) for f in fnames]
+    return sorted(files)
+
+
+def _identity(folder: str | Path) -> tuple[int, int]:
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
+
+
+def open_image(source: Source | io.BytesIO, name: str) -> Image.Image:
+    """`Image.open` (header only) that refuses unreadable files and images over MAX_PIXELS with a DataError."""
+    limit = f"the {MAX_PIXELS / 1e6:.0f}-megapixel limit (a decompression bomb?); shrink or remove it"
+    try:
+        with warnings.catch_warnings():  # PIL warns (a stray stderr line) up to twice its limit, where we refuse
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(source)
+    except Image.DecompressionBombError:
+        raise DataError(f"{name}: over {limit}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{name}: unreadable image ({e})") from None
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise DataError(f"{name}: {width}x{height} pixels is over {limit}")
+    return im
 
 
 def list_splits(root: Path, classes: Sequence[str] | None = None) -> tuple[Listing, Listing | None]:
@@ -159,7 +203,7 @@ def _decode_chunk(sources: Sequence[Source], pre: Preprocess) -> torch.Tensor:
 def _decode(source: Source, pre: Preprocess) -> torch.Tensor:
     name, stream = (str(source), source) if isinstance(source, Path) else (source[0], io.BytesIO(source[1]))
     try:
-        with Image.open(stream) as im:
+        with open_image(stream, name) as im:
             if im.mode.startswith("I;16"):  # 16-bit grayscale: PIL's convert would clip, not scale
                 im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
             arr = np.asarray(im.convert("L" if pre.channels == 1 else "RGB"))

@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
-
-from regene_search.data.folders import CHUNK, Preprocess, list_splits, load_folder_splits, map_chunks
+from regene_search.data.folders import CHUNK, Preprocess, list_splits, load_folder_splits, map_chunks, open_image
 from regene_search.data.splits import Splits
-from regene_search.errors import DataError
 
 
 def load(root: Path, cache_dir: Path, *, seed: int) -> Splits:
@@ -41,9 +38,6 @@ def choose_preprocess(paths: Sequence[Path]) -> Preprocess:
 def _headers(paths: Sequence[Path]) -> list[tuple[str, tuple[int, int]]]:
     out = []
     for p in paths:
-        try:
-            with Image.open(p) as im:  # reads the header only, no pixel decoding
-                out.append((im.mode, im.size))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{p}: unreadable image ({e})") from None
+        with open_image(p, str(p)) as im:  # reads the header only, no pixel decoding
+            out.append((im.mode, im.size))
     return out

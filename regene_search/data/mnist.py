@@ -42,6 +42,8 @@ def _raw(name: str, root: Path) -> Path:
 
 def _find_root(name: str, data_dir: Path) -> Path:
     """torchvision wants the folder above `MNIST/raw`; also accept `MNIST` or `MNIST/raw` itself."""
+    if data_dir.exists() and not data_dir.is_dir():  # not its parent's data, silently
+        raise DataError(f"{name}: --data-dir {data_dir} is a file; name the folder that holds {DATASETS[name].__name__}/raw")
     for root in (data_dir, data_dir.parent, data_dir.parent.parent):
         if _raw(name, root).is_dir():
             return root

@@ -114,3 +114,34 @@ def test_train_and_test_subfolders_are_the_splits(tmp_path):
     write_class_folders(tmp_path / "test", ["c"], 1)
     with pytest.raises(DataError, match="do not match"):
         _load(tmp_path, tmp_path / "cache")
+
+
+def test_walk_survives_symlink_loops_and_lists_each_folder_once(tmp_path):
+    write_class_folders(tmp_path, ["a", "b"], 2)
+    (tmp_path / "a" / "up").symlink_to(tmp_path)  # to an ancestor: os.walk alone never ends; b's images would be a's
+    (tmp_path / "a" / "self").symlink_to(tmp_path / "a")  # a loop inside one class
+    (tmp_path / "b" / "elsewhere").symlink_to(tmp_path / "a", target_is_directory=True)
+    listing = list_class_folders(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in listing.items] == [
+        "a/0000.png", "a/0001.png", "b/0000.png", "b/0001.png", "b/elsewhere/0000.png", "b/elsewhere/0001.png"
+    ]
+
+
+@pytest.mark.parametrize("side", [10_000, 14_000])  # under twice PIL's limit it only warns; over, it raises
+def test_decompression_bombs_are_refused_before_decoding(tmp_path, side):
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(path)  # a few KB on disk
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError) as err:
+        decode_images([path], Preprocess(size=32, channels=1))
+    assert "megapixel limit (a decompression bomb?)" in one_line(err.value)
+    with pytest.raises(DataError, match="megapixel limit"):
+        decode_images([("in-a-tarball/bomb.png", path.read_bytes())], Preprocess(size=32, channels=1))
+
+
+def test_one_class_folder_is_refused(tmp_path):
+    write_class_folders(tmp_path, ["only"], 2)
+    with pytest.raises(DataError, match="one class folder"):
+        list_class_folders(tmp_path)
