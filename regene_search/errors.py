@@ -17,6 +17,10 @@ class RunDirError(UserError):
     """A folder is not a run folder, or its files are unreadable."""
 
 
+class DiskFull(UserError):
+    """The results disk is (nearly) full; the run stopped where `--resume` continues it."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM ended the run; its folder continues with `--resume`. Exit code 128 + signal."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import platform
 import signal
@@ -24,9 +25,10 @@ from . import __version__, cluster
 from .config import STAGES, RunSpec
 from .data import load_dataset
 from .data.dataset import ImageData
-from .errors import Interrupted, UserError
+from .errors import DiskFull, Interrupted, UserError
 from .results import RunPaths, read_stages, run_lock, write_json
 from .search.space import load_space
+from .search.tuner import verify_restorable
 from .stages.context import StageContext
 
 StageFn = Callable[[StageContext], dict[str, Any]]
@@ -111,6 +113,8 @@ def run_pipeline(
         console.print(f"[dim]stage {done}: already done, skipped[/dim]")
     if not todo:
         return status
+    if "search" in todo and not new_run:
+        verify_restorable(paths.tune_dir)  # refuse a tampered search before data, Ray or the lock
 
     data = load_run_data(spec)
     console.print(f"data: {escape(str(spec.dataset))}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}")
@@ -120,6 +124,8 @@ def run_pipeline(
         if info.dashboard_url:
             console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {escape(str(cluster.token_file()))})")
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
+        resume_hint = f"continue with: regene-search run --resume {paths.dir}"
+        paths.dir.check_free_space("run again" if new_run else resume_hint)
         if new_run:
             paths.make()
         with run_lock(paths), sigterm_as_ctrl_c() as signals:
@@ -129,6 +135,7 @@ def run_pipeline(
                 write_json(run_record(spec), paths.run_json)
             ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
             for stage in todo:
+                paths.dir.check_free_space(resume_hint)
                 started = time.time()
                 status[stage] = {"status": "running", "started": started}
                 write_json(status, paths.stages_json)
@@ -139,11 +146,17 @@ def run_pipeline(
                     # Never left "running": resume redoes the stage either way; show says what happened.
                     interrupted = isinstance(exc, KeyboardInterrupt)
                     signum = signals[-1] if signals else signal.SIGINT
+                    disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
                     reason = f"stopped by {signal.Signals(signum).name}" if interrupted else one_line(exc)
                     status[stage] = {"status": "interrupted" if interrupted else "failed", "started": started, "seconds": time.time() - started, "reason": reason}
-                    write_json(status, paths.stages_json)
+                    try:
+                        write_json(status, paths.stages_json)
+                    except OSError:  # the disk is full: stages.json keeps "running", which resume redoes too
+                        pass
                     if interrupted:
                         raise Interrupted(signum, stage, str(paths.dir)) from None
+                    if disk_full:
+                        raise DiskFull(f"{exc.filename or paths.dir}: no space left on the device; free some space, then {resume_hint}") from None
                     raise
                 status[stage] = {"status": "done", "started": started, "seconds": time.time() - started, "summary": summary}
                 write_json(status, paths.stages_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import UserError
+from .errors import DiskFull, UserError
+
+# What a local results disk keeps free: below it a run stops while it can still save its state.
+MIN_FREE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,9 @@ class Location:
     def delete(self) -> None:
         self.fs.delete_file(self.path)
 
-    def files(self) -> list[Location]:
-        """Every file below this folder, sorted; none if the folder does not exist."""
-        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+    def files(self, *, recursive: bool = True) -> list[Location]:
+        """Every file below this folder (or only directly in it), sorted; none if the folder does not exist."""
+        selector = pafs.FileSelector(self.path, recursive=recursive, allow_not_found=True)
         found = [info.path for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File]
         return [Location(self.fs, path, self.scheme) for path in sorted(found)]
 
@@ -159,6 +163,19 @@ class Location:
             probe.delete()
         except OSError as exc:
             raise UserError(f"results root {self} is not writable: {str(exc).splitlines()[0]}") from None
+
+    def free_bytes(self) -> int | None:
+        """Free space on the local disk holding this path; None for object stores (no such limit)."""
+        if not self.is_local:
+            return None
+        path = Path(self.path)
+        return shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+
+    def check_free_space(self, then: str) -> None:
+        """Raise DiskFull, saying `then` (what to do after freeing space), if under MIN_FREE_BYTES are free."""
+        free = self.free_bytes()
+        if free is not None and free < MIN_FREE_BYTES:
+            raise DiskFull(f"{self}: {free / 2**20:.0f} MiB free, under the {MIN_FREE_BYTES / 2**20:.0f} MiB a run keeps to save its state; free some space, then {then}")
 
     def tune_storage(self) -> tuple[str, pafs.FileSystem | None]:
         """(storage_path, storage_filesystem) for Ray Tune's RunConfig and restore."""

@@ -41,6 +41,12 @@ def mnist_small():
     return load_dataset("mnist", SHARED_DATA, seed=0).subset(train=5000, val=1000, test=1000, seed=0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _signing_key(tmp_path_factory):
+    """The suite signs Tune state with a key of its own (inherited by CLI subprocesses), never the user's."""
+    os.environ["REGENE_SEARCH_KEY_FILE"] = str(tmp_path_factory.mktemp("signing") / "signing.key")
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     torch.set_num_threads(2)

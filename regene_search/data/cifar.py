@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +114,26 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's batches are pickles: admit only what they hold (arrays in plain containers), so a
+    crafted batch cannot run code when loaded."""
+
+    ALLOWED = {
+        (f"numpy.{core}.{module}", name)  # numpy 1 and 2 spellings; _frombuffer: protocol 5 arrays
+        for core in ("core", "_core")
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    } | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes under protocol 2
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _ArraysOnly(f, encoding="latin1").load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (torchvision's {CIFAR10.base_folder} layout)") from None
     except Exception as e:  # unpickling garbage can raise almost any exception type

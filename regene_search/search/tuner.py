@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,14 @@ from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
 from ..runtime import load_checkpoint, save_checkpoint
 from ..trial import TrialDiverged, TrialSetup, run_trial
+from ..signing import SignTuneState, sign_folder, verify_folder
 from ..storage import Location
 from .pareto import MODES, OBJECTIVES
 
 CHECKPOINT_FILE = "classifier.pt"
+# Every epoch's metrics so far, beside the classifier: Tune's own results can miss the last epochs
+# reported before a driver was killed (they were not yet uploaded), the checkpoint never does.
+HISTORY_FILE = "history.json"
 EXPERIMENT_NAME = "search"
 # What a diverged trial reports: the worst value of each objective, so the searcher learns the
 # region is bad while the trial is excluded from the Pareto front by its `diverged` flag.
@@ -57,21 +63,33 @@ def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, bu
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(round(resources.get("CPU", 1)))))
     trial_config = budget.clamp(TrialConfig.from_dict(config))
-    resume = None
+    resume, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE, "Tune's trial checkpoint has no classifier")
+            history = checkpoint_history(Location.of(folder))
 
     def report(metrics: dict[str, Any], make_checkpoint) -> None:
+        history.append({**metrics, "timestamp": time.time()})
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(make_checkpoint(), Path(folder) / CHECKPOINT_FILE)
+            (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
             tune.report({**metrics, "planned_epochs": trial_config.epochs, "diverged": False}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         run_trial(data, trial_config, setup, on_epoch=report, resume_from=resume)
     except TrialDiverged as exc:
         tune.report({**DIVERGED_METRICS, "planned_epochs": trial_config.epochs, "diverged": True, "diverged_reason": str(exc)})
+
+
+def checkpoint_history(checkpoint: Location) -> list[dict[str, Any]]:
+    """The per-epoch metrics stored in a trial checkpoint folder; none if it has no (readable) history."""
+    try:
+        history = json.loads((checkpoint / HISTORY_FILE).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [row for row in history if isinstance(row, dict) and isinstance(row.get("epoch"), int)] if isinstance(history, list) else []
 
 
 def trial_dirname(trial) -> str:
@@ -129,16 +147,18 @@ def make_tuner(
     callbacks: list[tune.Callback] = (),
 ) -> tune.Tuner:
     """A new search in `storage`, or the interrupted one there continued: finished trials are kept,
-    unfinished ones resume from their checkpoints (with the scheduler and callbacks Tune saved)."""
+    unfinished ones resume from their checkpoints (with the scheduler and callbacks Tune saved).
+    Tune's state files are signed as they are saved and verified before a restore (`signing.py`)."""
     quiet_tune_output()
     storage = Location.of(storage)
     trainable = make_trainable(data, setup, budget, settings)
-    if can_restore(storage):
-        path, filesystem = experiment_path(storage).tune_storage()
+    experiment = experiment_path(storage)
+    if verify_restorable(storage):
+        path, filesystem = experiment.tune_storage()
         return tune.Tuner.restore(
             path, storage_filesystem=filesystem, trainable=trainable, param_space=param_space, resume_unfinished=True, resume_errored=True
         )
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
@@ -148,8 +168,10 @@ def make_tuner(
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=run_config(storage, settings, list(callbacks)),
+        run_config=run_config(storage, settings, [*callbacks, SignTuneState(experiment)]),
     )
+    sign_folder(experiment)  # tuner.pkl, written by the constructor
+    return tuner
 
 
 def fit(tuner: tune.Tuner, planned_trials: int) -> tune.ResultGrid:
@@ -173,6 +195,16 @@ def fit(tuner: tune.Tuner, planned_trials: int) -> tune.ResultGrid:
 
 def experiment_path(storage: Location) -> Location:
     return storage / EXPERIMENT_NAME
+
+
+def verify_restorable(storage: Location | str | os.PathLike) -> bool:
+    """Whether `storage` holds a search to continue; raises RunDirError if its Tune state (which
+    a restore unpickles) was not signed by this user's key. Cheap: no Ray, nothing unpickled."""
+    storage = Location.of(storage)
+    if not can_restore(storage):
+        return False
+    verify_folder(experiment_path(storage))
+    return True
 
 
 def can_restore(storage: Location) -> bool:

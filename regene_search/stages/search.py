@@ -27,7 +27,8 @@ from ..results import (
     write_parquet,
 )
 from ..search import tuner as tuning
-from ..storage import Location
+from ..errors import DiskFull
+from ..storage import MIN_FREE_BYTES, Location
 from ..search.pareto import (
     OBJECTIVES,
     crowding_distance,
@@ -37,6 +38,7 @@ from ..search.pareto import (
     promotion_scores,
     to_minimisation,
 )
+from ..search.diskwatch import DiskWatch, low_disk
 from ..search.progress import LiveProgress
 from ..search.schedulers import StopReasonCallback, make_scheduler
 from ..search.space import SearchSpace, load_space
@@ -79,6 +81,24 @@ def _status(result: tune.Result, metrics: dict[str, Any]) -> str:
     return "COMPLETED"
 
 
+def epoch_records(result: tune.Result, run_dir: Location) -> dict[int, dict[str, Any]]:
+    """Each epoch a trial reported, once (the last report wins: retries repeat epochs).
+
+    From Tune's results; an epoch missing there (reported just before the driver was killed, never
+    uploaded) comes from the per-epoch history saved in the trial's last checkpoint.
+    """
+    frame = result.metrics_dataframe
+    records: dict[int, dict[str, Any]] = {}
+    if frame is not None and len(frame) and "epoch" in frame:
+        if "diverged" in frame:
+            frame = frame[~frame["diverged"].fillna(False).astype(bool)]
+        records = {int(r["epoch"]): r for r in frame.to_dict("records") if r.get("epoch") == r.get("epoch")}  # skips NaN
+    if result.checkpoint is not None:
+        saved = tuning.checkpoint_history(run_dir.at(result.checkpoint.path))
+        records = {**{row["epoch"]: row for row in saved}, **records}
+    return records
+
+
 def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location) -> tuple[list[dict], list[dict]]:
     """One row per trial and one per (trial, epoch); an epoch reported twice (retries) counts once."""
     trials, history = [], []
@@ -103,13 +123,8 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location) -> tuple[l
         if status in ("COMPLETED", "STOPPED"):
             row.update({name: metrics.get(name) for name in (*OBJECTIVES, "joint_score")})
         trials.append(row)
-        frame = result.metrics_dataframe
-        if frame is not None and len(frame) and "epoch" in frame:
-            if "diverged" in frame:
-                frame = frame[~frame["diverged"].fillna(False).astype(bool)]
-            frame = frame.drop_duplicates("epoch", keep="last")
-            for record in frame.to_dict("records"):
-                history.append({"trial_id": trial_id, **{c: record.get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}})
+        epochs = epoch_records(result, run_dir)
+        history += [{"trial_id": trial_id, **{c: epochs[e].get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}} for e in sorted(epochs)]
     trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
     history.sort(key=lambda r: (r["trial_id"], r["epoch"]))
     return trials, history
@@ -163,11 +178,20 @@ def search_stage(
     promotion: Promotion,
     scheduler: tune.schedulers.TrialScheduler | None = None,
 ) -> SearchSummary:
-    callbacks = [LiveProgress(settings.trials)] + ([StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else [])
+    callbacks = [LiveProgress(settings.trials), DiskWatch(paths.dir)]
+    callbacks += [StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else []
     tuner = tuning.make_tuner(
         data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks
     )
-    grid = tuning.fit(tuner, settings.trials)
+    low_disk.clear()
+    try:
+        grid = tuning.fit(tuner, settings.trials)
+    except KeyboardInterrupt:
+        if low_disk.is_set():
+            then = f"continue with: regene-search run --resume {paths.dir}"
+            paths.dir.check_free_space(then)
+            raise DiskFull(f"{paths.dir}: the disk ran under {MIN_FREE_BYTES / 2**20:.0f} MiB free during the search; {then}") from None
+        raise
     trials, history = collect(grid, budget, paths.dir)
     for row in trials:
         row.pop("finished_at")

@@ -126,3 +126,28 @@ def test_no_data_dir_and_no_network(tmp_path, monkeypatch):
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", None, cache_dir=tmp_path)
     assert "download failed" in one_line(err.value) and "--data-dir" in str(err.value)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])  # 2: the official files' protocol
+def test_pickled_batches_load_arrays_only(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    batches = write_cifar_pickles(folder, per_batch=2)
+    for name, batch in batches.items():
+        (folder / name).write_bytes(pickle.dumps({**batch, "data": batch["data"], "mean": np.float64(0.5)}, protocol=protocol))
+    assert len(load_dataset("cifar10", tmp_path, cache_dir=tmp_path / "cache").test_x) == 2
+    marker = tmp_path / "code-ran"
+    (folder / "data_batch_2").write_bytes(pickle.dumps({"data": _RunsCode(marker)}, protocol=protocol))
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar10", tmp_path, cache_dir=tmp_path / "cache2")
+    assert "refers to posix.system, which a CIFAR-10 batch never holds" in one_line(err.value)
+    assert not marker.exists()

@@ -141,3 +141,23 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_i
     assert pareto.loc[~pareto["on_front"], ["promotion_score", "promotion_order"]].isna().all().all()
     # The section 4.2 figure is written with the run's figures.
     assert paths.probe_mae_figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_epoch_tune_never_uploaded_comes_from_the_checkpoint_history(tmp_path):
+    """A driver killed right after a report: Tune's results lack that epoch, the trial's checkpoint has it."""
+    from ray import tune
+
+    from regene_search.search.tuner import HISTORY_FILE
+    from regene_search.stages.search import epoch_records
+
+    checkpoint = tmp_path / "trial" / "checkpoint_000003"
+    checkpoint.mkdir(parents=True)
+    saved = [{"epoch": e, "accuracy": 0.5 + e / 10, "timestamp": 100.0 + e} for e in (1, 2, 3)]
+    (checkpoint / HISTORY_FILE).write_text(json.dumps(saved))
+    frame = pd.DataFrame({"epoch": [1, 1, 3, None], "accuracy": [0.1, 0.61, 0.83, 0.0], "diverged": [False, False, False, True]})
+    result = tune.Result(metrics={}, checkpoint=tune.Checkpoint(str(checkpoint)), error=None, path=str(tmp_path / "trial"), metrics_dataframe=frame)
+    records = epoch_records(result, Location.of(tmp_path))
+    assert sorted(records) == [1, 2, 3]
+    assert [records[e]["accuracy"] for e in (1, 2, 3)] == [0.61, 0.7, 0.83]  # Tune's last report of an epoch wins; epoch 2 from the checkpoint
+    (checkpoint / HISTORY_FILE).write_text("{damaged")
+    assert sorted(epoch_records(result, Location.of(tmp_path))) == [1, 3]

@@ -1,0 +1,132 @@
+"""Signing of Tune's state: the HMAC record, the key file, and a real run folder whose pickle was replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+
+import pytest
+
+from regene_search import signing
+from regene_search.errors import RunDirError, UserError
+from regene_search.search.tuner import EXPERIMENT_NAME
+from regene_search.storage import Location
+
+from .conftest import CLI
+
+
+@pytest.fixture
+def own_key(tmp_path, monkeypatch):
+    path = tmp_path / "config" / "signing.key"
+    monkeypatch.setenv("REGENE_SEARCH_KEY_FILE", str(path))
+    return path
+
+
+def test_the_key_is_made_once_owner_only_and_refused_when_others_can_read_it(own_key):
+    key = signing.signing_key()
+    assert len(key) == signing.KEY_BYTES and own_key.stat().st_mode & 0o777 == 0o600
+    assert signing.signing_key() == key
+    own_key.chmod(0o644)
+    with pytest.raises(UserError, match="readable or writable by others; run: chmod 600"):
+        signing.signing_key()
+    own_key.chmod(0o600)
+    own_key.write_text("not hex")
+    with pytest.raises(UserError, match="not a hex key"):
+        signing.signing_key()
+
+
+def test_xdg_config_home_is_the_default_place(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGENE_SEARCH_KEY_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert signing.key_path() == tmp_path / "regene-search" / "signing.key"
+
+
+def test_signed_files_verify_and_any_change_is_refused(own_key, tmp_path):
+    folder = Location.of(tmp_path / "search")
+    (folder / "tuner.pkl").write_bytes(b"state 1")
+    (folder / "searcher-state-x.pkl").write_bytes(b"searcher")
+    (folder / ".validate_storage_marker").write_bytes(b"")
+    signing.sign_folder(folder)
+    signing.verify_folder(folder)
+
+    (folder / "tuner.pkl").write_bytes(b"state 2")  # changed after signing
+    with pytest.raises(RunDirError, match=r"tuner.pkl is not signed by your key"):
+        signing.verify_folder(folder)
+    signing.sign_folder(folder)  # a later save: both versions stay trusted (uploads may lag)
+    (folder / "tuner.pkl").write_bytes(b"state 1")
+    signing.verify_folder(folder)
+
+    (folder / "experiment_state-y.json").write_bytes(b"{}")  # a file nobody signed
+    with pytest.raises(RunDirError, match="experiment_state-y.json is not signed"):
+        signing.verify_folder(folder)
+
+
+def test_a_signed_file_renamed_or_checked_with_another_key_is_refused(own_key, tmp_path, monkeypatch):
+    folder = Location.of(tmp_path / "search")
+    (folder / "a.pkl").write_bytes(b"same bytes")
+    signing.sign_folder(folder)
+    (folder / "b.pkl").write_bytes(b"same bytes")
+    with pytest.raises(RunDirError, match="b.pkl"):
+        signing.verify_folder(folder)
+    (folder / "b.pkl").delete()
+    monkeypatch.setenv("REGENE_SEARCH_KEY_FILE", str(tmp_path / "someone-else.key"))
+    with pytest.raises(RunDirError, match="a.pkl is not signed"):
+        signing.verify_folder(folder)
+
+
+def test_a_damaged_signature_file_trusts_nothing(own_key, tmp_path):
+    folder = Location.of(tmp_path / "search")
+    (folder / "tuner.pkl").write_bytes(b"x")
+    signing.sign_folder(folder)
+    for damage in (b"{not json", b"[1]", json.dumps({"files": {"tuner.pkl": "abc"}}).encode()):
+        (folder / signing.SIGNATURES).write_bytes(damage)
+        with pytest.raises(RunDirError, match="not signed"):
+            signing.verify_folder(folder)
+
+
+def test_the_callback_never_pickles_the_key(own_key, tmp_path):
+    callback = signing.SignTuneState(Location.of(tmp_path))
+    callback.key = signing.signing_key()
+    data = pickle.dumps(callback)
+    assert callback.key not in data and callback.key.hex().encode() not in data
+    assert pickle.loads(data).key is None
+
+
+class _RunsCode:
+    """What a crafted pickle does on load: run a command (here: leave a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_refuses_a_run_folder_whose_pickle_was_replaced(smoke_search_run, tmp_path):
+    """A real search's folder: Tune's state is signed as written; a replaced searcher pickle is refused before it is loaded."""
+    source, _, _ = smoke_search_run
+    run_dir = tmp_path / "handed-to-you"
+    shutil.copytree(source, run_dir)
+    experiment = Location.of(run_dir / "tune" / EXPERIMENT_NAME)
+    signed = signing.read_signatures(experiment)
+    state_files = [f.name for f in signing.top_level_files(experiment)]
+    assert "tuner.pkl" in state_files and any(n.startswith("searcher-state-") for n in state_files)
+    assert set(state_files) <= set(signed)
+    signing.verify_folder(experiment)  # the run as written: trusted
+
+    stages = json.loads((run_dir / "stages.json").read_text())  # as if the search had been interrupted
+    stages["search"] = {**stages["search"], "status": "interrupted"}
+    (run_dir / "stages.json").write_text(json.dumps(stages))
+    marker = tmp_path / "code-ran"
+    searcher = next(n for n in state_files if n.startswith("searcher-state-"))
+    (experiment / searcher).write_bytes(pickle.dumps(_RunsCode(marker)))
+
+    proc = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{searcher} is not signed by your key" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists(), "the crafted pickle was loaded"
