@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +54,42 @@ def assert_every_trial_once(run_dir: Location, trials: int) -> pd.DataFrame:
     complete = dict(history.groupby("trial_id").size()) == dict(zip(table["trial_id"], table["epochs"]))
     assert complete, history.groupby("trial_id").size()
     return table
+
+
+@contextmanager
+def search_under_way(results: str | Path, name: str, tmp_path: Path, *, checkpoints_first: int = 1) -> Iterator[subprocess.Popen]:
+    """A smoke search in the background with a Ray of its own, yielded once it has written
+    `checkpoints_first` trial checkpoints; stdout goes to tmp_path/driver.log, stderr to driver.err.
+    On exit the driver is killed if still running and its Ray processes stopped."""
+    run_dir = Location.of(results) / "mnist" / name
+    temp_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    with (tmp_path / "driver.log").open("w") as out, (tmp_path / "driver.err").open("w") as err:
+        driver = subprocess.Popen([*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", name, "--ray-temp-dir", temp_dir], stdout=out, stderr=err)
+        try:
+            wait_for(lambda: len(checkpoints(run_dir)) >= checkpoints_first or driver.poll() is not None, 300, f"{checkpoints_first} trial checkpoint(s)")
+            assert driver.poll() is None, (tmp_path / "driver.err").read_text()[-3000:]
+            yield driver
+        finally:
+            driver.kill()
+            stop_ray_processes(temp_dir)
+
+
+def our_lines(stderr: str) -> list[str]:
+    """stderr without what Ray forwards from its workers ("(name pid=N) ...": a trial actor stopped
+    mid-epoch may print Python's shutdown noise there) or its own warnings."""
+    return [line for line in stderr.splitlines() if line.strip() and " pid=" not in line and "WARNING" not in line]
+
+
+def resume_in_its_own_ray(run_dir: Location) -> subprocess.CompletedProcess:
+    """`run --resume RUN_DIR` with a Ray of its own, whose processes are stopped afterwards."""
+    temp_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    started = time.monotonic()
+    try:
+        resumed = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", temp_dir], capture_output=True, text=True, timeout=600)
+    finally:
+        stop_ray_processes(temp_dir)
+    print(f"resume of {run_dir} took {time.monotonic() - started:.1f} s")
+    return resumed
 
 
 @pytest.fixture
@@ -109,32 +147,13 @@ def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(storage, tm
     """On local disk and on an s3:// results root, where Tune restores the experiment from S3."""
     results = str(tmp_path / "results") if storage == "local" else request.getfixturevalue("s3_root") + "/killed"
     run_dir = Location.of(results) / "mnist" / "killed"
-    first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(
-        [*CLI, *SMOKE_SEARCH, "--results", results, "--name", "killed", "--ray-temp-dir", first_tmp],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: len(checkpoints(run_dir)) >= 2 or driver.poll() is not None, 300, "two trial checkpoints")
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+    with search_under_way(results, "killed", tmp_path, checkpoints_first=2) as driver:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        stop_ray_processes(first_tmp)
     assert not (run_dir / "trials.parquet").exists(), "the search had not finished when the driver was killed"
 
-    second_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    started = time.monotonic()
-    try:
-        resumed = subprocess.run(
-            [*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", second_tmp], capture_output=True, text=True, timeout=600
-        )
-    finally:
-        stop_ray_processes(second_tmp)
+    resumed = resume_in_its_own_ray(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    print(f"resume ({storage}) took {time.monotonic() - started:.1f} s")
     assert_every_trial_once(run_dir, 4)
 
     again = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
@@ -147,35 +166,17 @@ def test_a_signal_mid_trial_ends_the_run_and_resume_finishes_every_trial_once(si
     """Ctrl-C or SIGTERM: Tune stops gracefully, the stage is recorded interrupted (never done), exit 128 + signal."""
     results = tmp_path / "results"
     run_dir = Location.of(results / "mnist" / "signalled")
-    first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    log_path = tmp_path / "driver.log"
-    with log_path.open("w") as log:
-        driver = subprocess.Popen(
-            [*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "signalled", "--ray-temp-dir", first_tmp], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_for(lambda: len(checkpoints(run_dir)) >= 1 or driver.poll() is not None, 300, "a first trial checkpoint (epoch 1 of 2)")
-            assert driver.poll() is None, log_path.read_text()[-3000:]
-            driver.send_signal(signum)
-            driver.wait(timeout=300)  # generous: the shared cores may be saturated
-        finally:
-            driver.kill()
-            stop_ray_processes(first_tmp)
-    output = log_path.read_text()
-    assert driver.returncode == 128 + signum, output[-3000:]
-    assert f"{signal.Signals(signum).name} stopped stage search; continue with: regene-search run --resume {run_dir}" in output
-    # Ray forwards its workers' output, prefixed "(name pid=N)": a trial actor stopped mid-epoch may
-    # print Python's shutdown noise there. Our own process prints no traceback.
-    assert "Traceback" not in "\n".join(line for line in output.splitlines() if " pid=" not in line), output[-3000:]
+    with search_under_way(results, "signalled", tmp_path) as driver:
+        driver.send_signal(signum)
+        driver.wait(timeout=300)  # generous: the shared cores may be saturated
+    stderr = (tmp_path / "driver.err").read_text()
+    assert driver.returncode == 128 + signum, stderr[-3000:]
+    assert our_lines(stderr) == [f"regene-search: {signal.Signals(signum).name} stopped stage search; continue with: regene-search run --resume {run_dir}"], stderr[-3000:]
     stages = json.loads((run_dir / "stages.json").read_bytes())
     assert stages["search"]["status"] == "interrupted" and stages["search"]["reason"] == f"stopped by {signal.Signals(signum).name}"
     assert not (run_dir / "trials.parquet").exists()
 
-    second_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    try:
-        resumed = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", second_tmp], capture_output=True, text=True, timeout=600)
-    finally:
-        stop_ray_processes(second_tmp)
+    resumed = resume_in_its_own_ray(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_every_trial_once(run_dir, 4)
     assert json.loads((run_dir / "stages.json").read_bytes())["search"]["status"] == "done"
@@ -207,24 +208,13 @@ def test_a_disk_filling_mid_search_stops_in_one_line_and_resume_finishes(small_d
     """Under 256 MiB free the search stops the way Ctrl-C does: one line, exit 2, a folder --resume finishes."""
     results = small_disk / "results"
     run_dir = Location.of(results / "mnist" / "filling")
-    first_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    log_path = tmp_path / "driver.log"
-    with log_path.open("w") as log:
-        driver = subprocess.Popen(
-            [*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "filling", "--ray-temp-dir", first_tmp], stdout=log, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            wait_for(lambda: len(checkpoints(run_dir)) >= 1 or driver.poll() is not None, 300, "a first trial checkpoint")
-            assert driver.poll() is None, log_path.read_text()[-3000:]
-            filler = fill(small_disk, leave_bytes=128 * 2**20)
-            _, stderr = driver.communicate(timeout=300)
-        finally:
-            driver.kill()
-            stop_ray_processes(first_tmp)
-    ours = [line for line in stderr.splitlines() if line.strip() and " pid=" not in line and "WARNING" not in line]
+    with search_under_way(results, "filling", tmp_path) as driver:
+        filler = fill(small_disk, leave_bytes=128 * 2**20)
+        driver.wait(timeout=300)
+    stderr = (tmp_path / "driver.err").read_text()
     assert driver.returncode == 2, stderr[-3000:]
-    assert len(ours) == 1 and "MiB free during the search; continue with: regene-search run --resume" in ours[0], stderr[-3000:]
-    assert "Traceback" not in "\n".join(ours)
+    ours = our_lines(stderr)
+    assert len(ours) == 1 and f"MiB free, under the 256 MiB a run keeps to save its state; free some space, then continue with: regene-search run --resume {run_dir}" in ours[0], stderr[-3000:]
     stages = json.loads((run_dir / "stages.json").read_bytes())
     assert stages["search"]["status"] == "failed" and "MiB free" in stages["search"]["reason"]
     assert not (run_dir / "trials.parquet").exists()
@@ -234,10 +224,6 @@ def test_a_disk_filling_mid_search_stops_in_one_line_and_resume_finishes(small_d
     assert not (results / "mnist" / "second").exists(), "a run refused for space must not leave a folder"
 
     filler.unlink()
-    second_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    try:
-        resumed = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--ray-temp-dir", second_tmp], capture_output=True, text=True, timeout=600)
-    finally:
-        stop_ray_processes(second_tmp)
+    resumed = resume_in_its_own_ray(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_every_trial_once(run_dir, 4)

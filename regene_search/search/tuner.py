@@ -49,11 +49,19 @@ class SearchSettings:
     seed: int = 0
 
 
+def _not_tuner_restore_advice(record: logging.LogRecord) -> bool:
+    """Tune ends an interrupted run advising `Tuner.restore(...)`; our users continue with `run --resume` (we print that)."""
+    return not record.getMessage().startswith("Experiment has been interrupted")
+
+
 def quiet_tune_output() -> None:
     """Our live line replaces Tune's console reporter; silence Tune's and Optuna's chatter."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if _not_tuner_restore_advice not in tune_logger.filters:
+        tune_logger.addFilter(_not_tuner_restore_advice)
 
 
 def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, budget: Budget) -> None:
