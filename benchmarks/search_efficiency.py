@@ -54,10 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, table, write_json  # noqa: E402
 from replay import Table, replay  # noqa: E402
 
-from regene_search.search.epsnet_asha import EpsNetParetoASHA  # noqa: E402
 from regene_search.search.pareto import OBJECTIVES, REFERENCE_POINT, hypervolume, to_minimisation  # noqa: E402
-from regene_search.search.pareto_asha import ParetoASHA  # noqa: E402
-from regene_search.search.schedulers import FIFOScheduler, RecordingASHA  # noqa: E402
+from regene_search.search.schedulers import build_scheduler  # noqa: E402
 from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output  # noqa: E402
 
 # method -> (sampler, scheduler kind)
@@ -83,14 +81,8 @@ _TABLE: Table | None = None  # set before the process pool forks, so workers sha
 
 
 def make_scheduler(kind: str, max_t: int):
-    """The arguments of regene_search.search.schedulers.make_scheduler, with max_t = the table's epochs."""
-    if kind == "fifo":
-        return FIFOScheduler()
-    if kind == "asha":
-        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=max_t, grace_period=1, reduction_factor=2)
-    if kind == "epsnet-asha":
-        return EpsNetParetoASHA(max_t=max_t, grace_period=1, reduction_factor=2)
-    return ParetoASHA(max_t=max_t, grace_period=1, reduction_factor=2)
+    """`build_scheduler` (what runs use) under this benchmark's method names, with max_t = the table's epochs."""
+    return build_scheduler({"epsnet-asha": "pareto-asha-epsnet"}.get(kind, kind), max_t)
 
 
 def hypervolume_curve(reports: list[dict]) -> np.ndarray:

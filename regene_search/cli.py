@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -44,6 +45,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _above_one(text: str) -> float:
+    value = float(text)
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number > 1, got {text}")
     return value
 
 
@@ -105,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=_positive_int, help="trials running at once (default: what the cluster holds)")
     run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna multi-objective sampler")
     run.add_argument("--scheduler", choices=SCHEDULERS, default="fifo", help="early stopping of running trials")
+    run.add_argument("--grace-period", type=_positive_int, help="ASHA schedulers: epochs before the first rung (default 1)")
+    run.add_argument("--reduction-factor", type=_above_one, help="ASHA schedulers: about 1 in this many trials continues at each rung (default 2)")
+    run.add_argument("--startup-trials", type=_positive_int, help="--sampler tpe: random trials before TPE models (default trials/3, 2..10)")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
     run.add_argument(
         "--promote", choices=PROMOTION_METHODS, default="knee", help="how the Pareto-best encoder(s) are chosen; front: every trial on the front"
@@ -177,6 +188,14 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise UserError(f"--promote front promotes every trial on the front: {flag} does not apply (use --promote knee|weighted with it)")
     if args.neutral_depth is not None and (args.neutral_depth < 8 or (args.neutral_depth - 2) % 6):
         raise UserError(f"--neutral-depth must be 6k+2 and >= 8 (8, 20, 32, 44, 56, ...), got {args.neutral_depth}")
+    if args.scheduler == "fifo" and (args.grace_period is not None or args.reduction_factor is not None):
+        flag = "--grace-period" if args.grace_period is not None else "--reduction-factor"
+        raise UserError(f"{flag} applies to the ASHA schedulers; --scheduler fifo never stops a trial early (use --scheduler {'|'.join(s for s in SCHEDULERS if s != 'fifo')})")
+    max_epochs = BUDGETS[args.budget].max_epochs
+    if args.grace_period is not None and args.grace_period > max_epochs:
+        raise UserError(f"--grace-period {args.grace_period} is beyond the {args.budget} budget's {max_epochs} epochs per trial")
+    if args.startup_trials is not None and args.sampler != "tpe":
+        raise UserError(f"--startup-trials applies to --sampler tpe; {args.sampler} has no start-up phase")
     if args.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
     return RunSpec(
@@ -190,6 +209,9 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         trials=args.trials,
         sampler=args.sampler,
         scheduler=args.scheduler,
+        grace_period=args.grace_period or 1,
+        reduction_factor=args.reduction_factor or 2.0,
+        startup_trials=args.startup_trials,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,

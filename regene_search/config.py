@@ -231,6 +231,9 @@ class RunSpec:
     trials: int | None = None
     sampler: str = "tpe"
     scheduler: str = "fifo"
+    grace_period: int = 1  # epochs before an ASHA scheduler's first rung
+    reduction_factor: float = 2.0  # ASHA's eta: about 1 in this many trials go on at each rung
+    startup_trials: int | None = None  # TPE's random trials before it models (None: trials // 3, within 2..10)
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0

@@ -126,6 +126,11 @@ BAD_RUNS = {
     "negative trials": lambda t: (["run", "shapes", "--trials", "-3"], "--trials"),
     "front with weights": lambda t: (["run", "shapes", "--promote", "front", "--promote-weights", "1,1,1"], "--promote-weights does not apply"),
     "front with top K": lambda t: (["run", "shapes", "--promote", "front", "--promote-top", "5"], "--promote-top does not apply"),
+    "grace period with fifo": lambda t: (["run", "shapes", "--grace-period", "2"], "--grace-period applies to the ASHA schedulers"),
+    "reduction factor with fifo": lambda t: (["run", "shapes", "--reduction-factor", "3"], "--reduction-factor applies to the ASHA schedulers"),
+    "reduction factor of 1": lambda t: (["run", "shapes", "--scheduler", "asha", "--reduction-factor", "1"], "--reduction-factor: must be a number > 1"),
+    "grace period beyond the budget": lambda t: (["run", "shapes", "--budget", "smoke", "--scheduler", "asha", "--grace-period", "3"], "beyond the smoke budget's 2 epochs"),
+    "startup trials with random": lambda t: (["run", "shapes", "--sampler", "random", "--startup-trials", "4"], "--startup-trials applies to --sampler tpe"),
     "unknown promotion": lambda t: (["run", "shapes", "--promote", "best"], "--promote"),
     "unknown stage": lambda t: (["run", "shapes", "--stages", "search,paint"], "paint"),
     "negative gpus": lambda t: (["run", "shapes", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
@@ -269,6 +274,21 @@ def test_promotion_flags_reach_the_run_spec(flags, promote, top, tmp_path):
 
     spec = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), *flags]))
     assert (spec.promote, spec.promote_top) == (promote, top)
+
+
+def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
+    from regene_search.cli import _spec_from_args, build_parser
+    from regene_search.config import RunSpec
+    from regene_search.search.tuner import make_sampler
+
+    args = ["run", "shapes", "--results", str(tmp_path), "--scheduler", "pareto-asha", "--grace-period", "2", "--reduction-factor", "3", "--startup-trials", "5"]
+    spec = _spec_from_args(build_parser().parse_args(args))
+    assert (spec.grace_period, spec.reduction_factor, spec.startup_trials) == (2, 3.0, 5)
+    assert RunSpec.from_json(spec.to_json()) == spec
+    assert make_sampler("tpe", seed=0, trials=40, startup_trials=spec.startup_trials)._n_startup_trials == 5
+    assert make_sampler("tpe", seed=0, trials=40)._n_startup_trials == 10
+    default = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)]))
+    assert (default.grace_period, default.reduction_factor, default.startup_trials) == (1, 2.0, None)
 
 
 def test_resume_names_the_flags_it_ignores(tmp_path, capsys):

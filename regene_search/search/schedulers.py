@@ -47,18 +47,27 @@ class StopReasonCallback(tune.Callback):
 
 
 def make_scheduler(spec: RunSpec) -> TrialScheduler | None:
-    """FIFO, ASHA on joint_score, or pareto-asha (crowding or epsilon-net order within a front) on all three objectives; all rung on `epoch`."""
-    max_epochs = spec.resolved_budget.max_epochs
-    if spec.scheduler == "fifo":
+    """The run's `--scheduler` with its knobs, rung on `epoch` up to the budget's epochs."""
+    return build_scheduler(spec.scheduler, spec.resolved_budget.max_epochs, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+
+
+def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_factor: float = 2) -> TrialScheduler:
+    """FIFO, ASHA on joint_score, or pareto-asha (crowding or epsilon-net order within a front) on all three objectives.
+
+    The one constructor of each: runs, benchmarks and their tests share it. `grace_period` epochs
+    before the first rung, `reduction_factor` between rungs (ASHA's `eta`).
+    """
+    rungs = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor}
+    if kind == "fifo":
         return FIFOScheduler()
-    if spec.scheduler == "asha":
-        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=max_epochs, grace_period=1, reduction_factor=2)
-    if spec.scheduler == "pareto-asha":
+    if kind == "asha":
+        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", **rungs)
+    if kind == "pareto-asha":
         from .pareto_asha import ParetoASHA
 
-        return ParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
-    if spec.scheduler == "pareto-asha-epsnet":
+        return ParetoASHA(**rungs)
+    if kind == "pareto-asha-epsnet":
         from .epsnet_asha import EpsNetParetoASHA
 
-        return EpsNetParetoASHA(max_t=max_epochs, grace_period=1, reduction_factor=2)
-    raise ValueError(f"unknown scheduler {spec.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+        return EpsNetParetoASHA(**rungs)
+    raise ValueError(f"unknown scheduler {kind!r}; choose from {', '.join(SCHEDULERS)}")

@@ -47,6 +47,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     max_failures: int = 2
     seed: int = 0
+    startup_trials: int | None = None  # TPE only; None: trials // 3 within 2..10
 
 
 def _not_tuner_restore_advice(record: logging.LogRecord) -> bool:
@@ -105,9 +106,10 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def make_sampler(name: str, *, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
+        startup = startup_trials if startup_trials is not None else max(2, min(10, trials // 3))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
     if name == "random":
@@ -119,7 +121,7 @@ def make_searcher(settings: SearchSettings) -> ConcurrencyLimiter:
     searcher = OptunaSearch(
         metric=list(OBJECTIVES),
         mode=list(MODES),
-        sampler=make_sampler(settings.sampler, seed=settings.seed, trials=settings.trials),
+        sampler=make_sampler(settings.sampler, seed=settings.seed, trials=settings.trials, startup_trials=settings.startup_trials),
     )
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
 

@@ -227,6 +227,7 @@ def settings_for(spec: RunSpec, cluster_cpus: float | None) -> tuning.SearchSett
         gpus_per_trial=spec.gpus_per_trial,
         max_failures=spec.max_failures,
         seed=spec.seed,
+        startup_trials=spec.startup_trials,
     )
 
 

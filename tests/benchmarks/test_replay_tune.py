@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from regene_search.search.pareto_asha import ParetoASHA
-from regene_search.search.schedulers import RecordingASHA
+from regene_search.search.schedulers import build_scheduler
 from regene_search.search.space import load_space
 from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output
 
@@ -50,9 +49,7 @@ class ResultLog(tune.Callback):
 
 
 def make_scheduler(kind: str):
-    if kind == "asha":
-        return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=EPOCHS, grace_period=1, reduction_factor=2)
-    return ParetoASHA(max_t=EPOCHS, grace_period=1, reduction_factor=2)
+    return build_scheduler(kind, EPOCHS)
 
 
 @pytest.mark.slow  # 10 real Tune trials each: 2-4 min on the shared cores

@@ -47,3 +47,17 @@ def test_every_cli_scheduler_name_builds_its_scheduler():
         assert type(make_scheduler(spec)) is cls
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler(RunSpec(dataset="mnist", data_dir=None, budget="default", name="x", results_root="/tmp", space_path="x.toml", scheduler="hyperband"))
+
+
+@pytest.mark.parametrize("name", ["asha", "pareto-asha", "pareto-asha-epsnet"])
+def test_the_rung_knobs_reach_every_asha_scheduler(name):
+    spec = RunSpec(dataset="mnist", data_dir=None, budget="default", name="x", results_root="/tmp", space_path="x.toml", scheduler=name, grace_period=2, reduction_factor=3.0)
+    scheduler = make_scheduler(spec)
+    assert _milestones(scheduler) == [2, 6]  # grace 2, then x3, below max_t = the default budget's 8 epochs
+
+
+def _milestones(scheduler) -> list[float]:
+    """The rung milestones of Tune's ASHA (its one bracket; Tune keeps them descending) or ours."""
+    if isinstance(scheduler, RecordingASHA):
+        return sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
+    return scheduler.milestones
