@@ -183,6 +183,8 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     load_space(space).check_fits(info.image_size)
     if args.promote == "weighted" and args.promote_weights is None:
         raise UserError("--promote weighted needs --promote-weights ACC,MAE,SPARSITY")
+    if args.promote == "knee" and args.promote_weights is not None:
+        raise UserError("--promote-weights applies to --promote weighted; the knee of the front uses no weights")
     if args.promote == "front" and (args.promote_weights is not None or args.promote_top is not None):
         flag = "--promote-weights" if args.promote_weights is not None else "--promote-top"
         raise UserError(f"--promote front promotes every trial on the front: {flag} does not apply (use --promote knee|weighted with it)")

@@ -125,6 +125,7 @@ BAD_RUNS = {
     "more blocks than the image allows": lambda t: (["run", "shapes", "--space", _space(t, "[params]\nlr = { choice = [0.001] }\n[fixed]\nblocks = 6\n")], "blocks = 6 pools a 32px image below 1 px"),
     "negative trials": lambda t: (["run", "shapes", "--trials", "-3"], "--trials"),
     "front with weights": lambda t: (["run", "shapes", "--promote", "front", "--promote-weights", "1,1,1"], "--promote-weights does not apply"),
+    "knee with weights": lambda t: (["run", "shapes", "--promote-weights", "1,1,1"], "--promote-weights applies to --promote weighted"),
     "front with top K": lambda t: (["run", "shapes", "--promote", "front", "--promote-top", "5"], "--promote-top does not apply"),
     "grace period with fifo": lambda t: (["run", "shapes", "--grace-period", "2"], "--grace-period applies to the ASHA schedulers"),
     "reduction factor with fifo": lambda t: (["run", "shapes", "--reduction-factor", "3"], "--reduction-factor applies to the ASHA schedulers"),
