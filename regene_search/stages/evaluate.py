@@ -192,26 +192,34 @@ def class_metrics(m: Metrics, trial_id: str, gens: dict[str, Any], neutral: Neut
     return features, summary
 
 
+def test_novelty(ctx: StageContext, settings: EvaluateSettings, device: torch.device) -> dict[str, float]:
+    """How close genuinely new (test) images come to their nearest training image: the scale for the
+    generations' novelty. It depends on no encoder, so it is measured once per stage."""
+    queries = ctx.data.test_x[_sample(len(ctx.data.test_x), settings.novelty_samples, settings.seed)]
+    if not len(queries):
+        return {}
+    index, distance = nearest_neighbours(queries, ctx.data.train_x, device)
+    similarity = ssim_pairs(queries, ctx.data.train_x[index], device)
+    return {"novelty_test_nn_l2_mean": float(distance.mean()), "novelty_test_nn_ssim_mean": float(similarity.mean())}
+
+
 def novelty_metrics(
-    ctx: StageContext, m: Metrics, trial_id: str, gen: torch.Tensor, settings: EvaluateSettings, device: torch.device
+    ctx: StageContext, m: Metrics, trial_id: str, gen: torch.Tensor, settings: EvaluateSettings, device: torch.device, test_scale: dict[str, float]
 ) -> dict[str, float]:
-    """Nearest training image of sampled generations (and, for scale, of test images); writes figures/<trial>/novelty.png."""
+    """Nearest training image of sampled generations (with `test_novelty` for scale); writes figures/<trial>/novelty.png."""
     train = ctx.data.train_x
-    summary: dict[str, float] = {}
-    for prefix, images in (("novelty_nn", gen), ("novelty_test_nn", ctx.data.test_x)):
-        queries = images[_sample(len(images), settings.novelty_samples, settings.seed)]
-        if not len(queries):
-            continue
-        index, distance = nearest_neighbours(queries, train, device)
-        similarity = ssim_pairs(queries, train[index], device)
-        summary[f"{prefix}_l2_mean"] = m.add(f"{prefix}_l2_mean", distance.mean(), trial_id=trial_id)
-        summary[f"{prefix}_ssim_mean"] = m.add(f"{prefix}_ssim_mean", similarity.mean(), trial_id=trial_id)
-        if prefix == "novelty_nn":
-            summary[f"{prefix}_l2_min"] = m.add(f"{prefix}_l2_min", distance.min(), trial_id=trial_id)
-            summary[f"{prefix}_ssim_max"] = m.add(f"{prefix}_ssim_max", similarity.max(), trial_id=trial_id)
-            k = settings.figure_pairs
-            figure = grid_png([list(queries[:k]), list(train[index[:k]])], row_labels=["generated", "nearest"])
-            write_bytes(figure, ctx.paths.novelty_figure(trial_id))
+    summary = {name: m.add(name, value, trial_id=trial_id) for name, value in test_scale.items()}
+    queries = gen[_sample(len(gen), settings.novelty_samples, settings.seed)]
+    if not len(queries):
+        return summary
+    index, distance = nearest_neighbours(queries, train, device)
+    similarity = ssim_pairs(queries, train[index], device)
+    summary["novelty_nn_l2_mean"] = m.add("novelty_nn_l2_mean", distance.mean(), trial_id=trial_id)
+    summary["novelty_nn_ssim_mean"] = m.add("novelty_nn_ssim_mean", similarity.mean(), trial_id=trial_id)
+    summary["novelty_nn_l2_min"] = m.add("novelty_nn_l2_min", distance.min(), trial_id=trial_id)
+    summary["novelty_nn_ssim_max"] = m.add("novelty_nn_ssim_max", similarity.max(), trial_id=trial_id)
+    k = settings.figure_pairs
+    write_bytes(grid_png([list(queries[:k]), list(train[index[:k]])], row_labels=["generated", "nearest"]), ctx.paths.novelty_figure(trial_id))
     return summary
 
 
@@ -230,6 +238,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     if inception is not None:
         org_sample = data.test_x[_sample(len(data.test_x), settings.inception_images, settings.seed)]
         org_inception = inception_features(inception, org_sample, device)
+    test_scale = test_novelty(ctx, settings, device)
     trials = {}
     for trial_id, classifier_path in ctx.promoted_checkpoints().items():
         classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
@@ -260,7 +269,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
                     gen_n[gen_pick],
                 )
             )
-        summary.update(novelty_metrics(ctx, m, trial_id, gens["images"], settings, device))
+        summary.update(novelty_metrics(ctx, m, trial_id, gens["images"], settings, device, test_scale))
         trials[trial_id] = summary
         ctx.console.print(
             f"evaluate {trial_id}: neutral acc on generations {summary.get('neutral_acc_gen', float('nan')):.3f}, "
