@@ -46,13 +46,15 @@ def signing_key() -> bytes:
     path = key_path()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_hex(KEY_BYTES) + "\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another run made it a moment ago
+            os.link(draft, path)  # published whole or not at all; a run starting at the same moment keeps its own
+        except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as file:
-                file.write(secrets.token_hex(KEY_BYTES) + "\n")
+        finally:
+            draft.unlink()
     if path.stat().st_mode & 0o077:
         raise UserError(f"signing key {path} is readable or writable by others; run: chmod 600 {path}")
     try:

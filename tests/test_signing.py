@@ -130,3 +130,11 @@ def test_resume_refuses_a_run_folder_whose_pickle_was_replaced(smoke_search_run,
     assert len(lines) == 1 and f"{searcher} is not signed by your key" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists(), "the crafted pickle was loaded"
+
+
+def test_runs_starting_at_once_agree_on_one_key(own_key):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: signing.signing_key(), range(16)))
+    assert len(keys) == 1 and list(own_key.parent.iterdir()) == [own_key]
