@@ -179,8 +179,8 @@ def plot_probe_mae(trials: list[dict[str, Any]], path: Location | Path, *, promo
         if column == "param_latent_dim":
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        if column == "param_blocks":
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if column == "param_blocks":  # the depths present; a locator puts fractional ticks between nudged points
+            ax.set_xticks(sorted({r["param_blocks"] for r in rows}))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("probe decoder MAE ↓")
