@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_non_negative_int, default=0)
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
+    run.add_argument("--mlflow", metavar="URI", help="also log trials and stage metrics to this MLflow tracking URI (pip install 'regene-search[mlflow]')")
     after = run.add_argument_group("decoder, generate and evaluate stages")
     after.add_argument("--vgg-weights", help="torchvision VGG16 ImageNet weights for the perceptual loss (else the hub cache, else a neutral classifier)")
     after.add_argument("--decoder-width", type=_positive_int, help="decoder base width (default by image size)")
@@ -233,11 +234,12 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         dirichlet_alpha=args.dirichlet_alpha,
         generate_threshold=args.generate_threshold,
         novelty_samples=args.novelty_samples,
+        mlflow=args.mlflow,
     )
 
 
-# What --resume may change: which stages run and where (the cluster), nothing about the run itself.
-_RESUME_FLAGS = {"command", "resume", "stages", "address", "dashboard_host", "ray_temp_dir"}
+# What --resume may change: which stages run, where (the cluster) and where it is tracked; nothing about the run itself.
+_RESUME_FLAGS = {"command", "resume", "stages", "address", "dashboard_host", "ray_temp_dir", "mlflow"}
 
 
 def _flags_resume_ignores(args: argparse.Namespace) -> list[str]:
@@ -257,6 +259,7 @@ def _use_token_auth_for_clusters(address: str | None) -> None:
 def _run(args: argparse.Namespace, console: Console) -> int:
     _use_token_auth_for_clusters(args.address)
     from .budget_check import warn_if_slow
+    from .trackers import require_mlflow
     from .cluster import is_loopback
     from .pipeline import run_pipeline
     from .results import RunPaths, read_run_record
@@ -269,6 +272,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             raise UserError(f"{paths.run_json} holds no usable run spec: {exc}") from None
         if args.stages:
             spec = dataclasses.replace(spec, stages=args.stages)
+        if args.mlflow:
+            spec = dataclasses.replace(spec, mlflow=args.mlflow)
         ignored = _flags_resume_ignores(args)
         if ignored:
             console.print(f"--resume continues the run as its run.json says; ignored: {', '.join(ignored)}", markup=False, style="yellow", soft_wrap=True)
@@ -280,6 +285,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"[bold red]WARNING: the Ray dashboard will listen on {args.dashboard_host}. Anyone who can reach it can "
             "submit jobs that run code on this machine; keep token auth on and firewall the port.[/bold red]"
         )
+    require_mlflow(spec.mlflow)
     warn_if_slow(spec, console)
     console.print(f"run folder: {paths.dir}", markup=False)
     status = run_pipeline(

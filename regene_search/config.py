@@ -254,6 +254,7 @@ class RunSpec:
     dirichlet_alpha: float = 1.0
     generate_threshold: float | None = None
     novelty_samples: int = 256
+    mlflow: str | None = None  # MLflow tracking URI (trackers.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", DatasetRef.of(self.dataset))

@@ -8,6 +8,7 @@ import importlib
 import platform
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,13 +21,15 @@ import ray
 import torch
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
-from . import __version__, cluster
+from . import __version__, cluster, runlog, trackers
 from .config import STAGES, RunSpec
 from .data import load_dataset
 from .data.dataset import ImageData
 from .errors import DiskFull, Interrupted, UserError
 from .results import RunPaths, read_stages, run_lock, write_json
+from .runlog import open_run_log
 from .search.space import load_space
 from .search.tuner import verify_restorable
 from .stages.context import StageContext
@@ -117,18 +120,25 @@ def run_pipeline(
         verify_restorable(paths.tune_dir)  # refuse a tampered search before data, Ray or the lock
 
     data = load_run_data(spec)
-    console.print(f"data: {escape(str(spec.dataset))}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}")
+    preamble = [f"data: {escape(str(spec.dataset))}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}"]
+    console.print(preamble[-1])
     info = cluster.connect(address, dashboard_host=dashboard_host, temp_dir=ray_temp_dir)
     try:
-        console.print(f"ray: {info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU; auth {info.auth_mode}")
+        preamble.append(f"ray: {info.nodes} node(s), {info.cpus:g} CPU, {info.gpus:g} GPU; auth {info.auth_mode}")
+        console.print(preamble[-1])
         if info.dashboard_url:
-            console.print(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {escape(str(cluster.token_file()))})")
+            preamble.append(f"dashboard: [bold]{info.dashboard_url}[/bold] (token auth: log in with the token in {escape(str(cluster.token_file()))})")
+            console.print(preamble[-1])
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
         resume_hint = f"continue with: regene-search run --resume {paths.dir}"
         paths.dir.check_free_space("run again" if new_run else resume_hint)
         if new_run:
             paths.make()
-        with run_lock(paths), sigterm_as_ctrl_c() as signals:
+        with run_lock(paths), sigterm_as_ctrl_c() as signals, open_run_log(paths.dir, console) as console:
+            log = runlog.current()
+            log.line(f"regene-search {__version__} {'started' if new_run else 'resumed'}: {' '.join(sys.argv[1:]) or spec.dataset}")
+            for line in preamble:
+                log.write(Text.from_markup(line).plain + "\n")
             if new_run:
                 if paths.run_json.exists():  # another run took this folder while ours was starting
                     raise UserError(f"run folder {paths.dir} already holds a run: pick another --name or continue it with --resume")
@@ -149,6 +159,7 @@ def run_pipeline(
                     disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
                     reason = f"stopped by {signal.Signals(signum).name}" if interrupted else one_line(exc)
                     status[stage] = {"status": "interrupted" if interrupted else "failed", "started": started, "seconds": time.time() - started, "reason": reason}
+                    log.line(f"stage {stage} {status[stage]['status']} after {status[stage]['seconds']:.1f} s: {reason}; {resume_hint}")
                     try:
                         write_json(status, paths.stages_json)
                     except OSError:  # the disk is full: stages.json keeps "running", which resume redoes too
@@ -160,7 +171,9 @@ def run_pipeline(
                     raise
                 status[stage] = {"status": "done", "started": started, "seconds": time.time() - started, "summary": summary}
                 write_json(status, paths.stages_json)
+                trackers.log_stage(spec.mlflow, paths.dir.name, stage, summary, status[stage]["seconds"])
                 console.print(f"stage {stage} done in {time.time() - started:.1f} s")
+                log.sync()
     finally:
         cluster.disconnect()
     return status

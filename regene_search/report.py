@@ -38,6 +38,11 @@ class Front:
         return self.hypervolume[-1]["hypervolume"] if self.hypervolume else 0.0
 
     @property
+    def unfinished(self) -> int:
+        """Trials still running or pending: the tables are the live ones of a search under way."""
+        return sum(1 for t in self.trials.values() if t.get("status") in ("RUNNING", "PENDING"))
+
+    @property
     def front(self) -> list[dict[str, Any]]:
         """Front rows sorted by accuracy (desc), then MAE, then sparsity."""
         rows = [r for r in self.pareto if r["on_front"]]
@@ -91,7 +96,9 @@ def print_front(front: Front, console: Console) -> None:
             style="bold green" if row["promoted"] else None,
         )
     console.print(table)
-    failed = sum(1 for r in front.pareto if r["rank"] < 0)
+    failed = sum(1 for r in front.pareto if r["rank"] < 0) - sum(1 for t in front.trials.values() if t.get("status") == "PENDING")
+    if front.unfinished:
+        console.print(f"the search is still running: {front.unfinished} trial(s) not finished, shown at their latest epoch; nothing is promoted yet")
     console.print(
         f"{len(front.front)} on the front of {len(front.pareto)} trials ({failed} failed); ★ = promoted. "
         f"Hypervolume {front.final_hypervolume:.4f} (reference point (1,1,1) on (1-accuracy, MAE, sparsity))"
@@ -112,6 +119,7 @@ def front_json(front: Front) -> str:
             "front": [{k: clean(v) for k, v in r.items()} for r in front.front],
             "promoted": [r["trial_id"] for r in front.pareto if r["promoted"]],
             "trials": len(front.pareto),
+            "unfinished": front.unfinished,
         },
         indent=2,
     )

@@ -39,6 +39,7 @@ TRIAL_COLUMNS = pa.schema(
         ("checkpoint", pa.string()),
         ("error", pa.string()),
         ("stop_reason", pa.string()),
+        ("optuna_trial", pa.int64()),
     ]
 )
 HISTORY_COLUMNS = pa.schema(

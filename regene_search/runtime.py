@@ -117,17 +117,18 @@ def load_checkpoint(source: Location | str | os.PathLike, missing_hint: str) -> 
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus: float) -> list[T]:
+def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus: float, report: Callable[[str], None] | None = None) -> list[T]:
     """`fn(*call)` for every call: parallel Ray tasks with these resources when Ray is up, else in order here.
 
     On Ray an argument object used by several calls (the dataset, a backbone) goes to the object
     store once, and each task uses as many torch threads as it has CPUs; it lands on a GPU when
-    the cluster has one.
+    the cluster has one. With `report`, `fn` is also given `report=`: the lines it reports (one
+    per epoch, say) reach `report` here, on the driver, while the tasks run.
     """
     import ray
 
     if not ray.is_initialized():
-        return [fn(*call) for call in calls]
+        return [fn(*call, report=report) if report else fn(*call) for call in calls]
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_with_threads)
     uses = Counter(id(value) for call in calls for value in call)
     stored: dict[int, ray.ObjectRef] = {}
@@ -135,9 +136,25 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus
         if uses[id(value)] > 1 and id(value) not in stored:
             stored[id(value)] = ray.put(value)
     threads = max(1, int(round(cpus)))
-    return ray.get([task.remote(fn, threads, *(stored.get(id(v), v) for v in call)) for call in calls])
+    if report is None:
+        return ray.get([task.remote(fn, threads, None, *(stored.get(id(v), v) for v in call)) for call in calls])
+    from ray.util.queue import Queue
+
+    lines = Queue(actor_options={"num_cpus": 0})  # the tasks' reports, drained here while they run
+    try:
+        refs = [task.remote(fn, threads, lines, *(stored.get(id(v), v) for v in call)) for call in calls]
+        pending = refs
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            for line in lines.get_nowait_batch(lines.qsize()):
+                report(line)
+        for line in lines.get_nowait_batch(lines.qsize()):
+            report(line)
+        return ray.get(refs)
+    finally:
+        lines.shutdown()
 
 
-def _with_threads(fn: Callable[..., T], threads: int, *args: Any) -> T:
+def _with_threads(fn: Callable[..., T], threads: int, lines: Any, *args: Any) -> T:
     torch.set_num_threads(threads)
-    return fn(*args)
+    return fn(*args) if lines is None else fn(*args, report=lines.put)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -78,9 +80,20 @@ def s3_root():
         yield f"s3://{S3_BUCKET}/results"
 
 
+@dataclass
+class SmokeRun:
+    run_dir: Path
+    proc: subprocess.CompletedProcess  # its stdout was a pipe, as under Slurm or `| cat`
+    seconds: float
+    mid_search: subprocess.CompletedProcess | None  # `pareto RUN` once the live tables held a trial
+    still_searching: bool  # ... and the search was still running when it had printed
+    mlflow_uri: str
+
+
 @pytest.fixture(scope="session")
-def smoke_search_run(tmp_path_factory):
-    """`regene-search run mnist --budget smoke --stages search --promote-top 3` (4 trials) through the console script.
+def smoke_search_run(tmp_path_factory) -> SmokeRun:
+    """`regene-search run mnist --budget smoke --stages search --promote-top 3 --mlflow sqlite:///...` (4 trials)
+    through the console script, with `pareto RUN` run once the live tables show a trial while the search runs.
 
     Shared by the search-stage tests and the pipeline tests, which continue the same run; three
     promoted encoders let the evaluate stage rank them against the search scores (proxy.parquet).
@@ -89,19 +102,33 @@ def smoke_search_run(tmp_path_factory):
     from .raycleanup import stop_ray_processes
 
     results = tmp_path_factory.mktemp("results")
+    run_dir = results / "mnist" / "smoke"
+    mlflow_uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    output = tmp_path_factory.mktemp("output")
+    env = {**os.environ, "COLUMNS": "120", "REGENE_SEARCH_PROGRESS_SECONDS": "5", "REGENE_SEARCH_TABLE_SECONDS": "1"}
     started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search",
-             "--trials", "4", "--promote-top", "3", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp],
-            capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "120"},
+    mid_search, still_searching = None, False
+    with (output / "stdout").open("w") as stdout, (output / "stderr").open("w") as stderr:
+        proc = subprocess.Popen(
+            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search", "--trials", "4",
+             "--promote-top", "3", "--results", str(results), "--name", "smoke", "--ray-temp-dir", ray_tmp, "--mlflow", mlflow_uri],
+            stdout=stdout, stderr=stderr, env=env,
         )
-    finally:
-        stop_ray_processes(ray_tmp)
+        try:
+            while proc.poll() is None and time.monotonic() - started < 900:
+                if mid_search is None and (run_dir / "pareto.parquet").exists() and not (run_dir / "checkpoints").exists():
+                    mid_search = subprocess.run([*CLI, "pareto", str(run_dir)], capture_output=True, text=True, timeout=120, env=env)
+                    still_searching = json.loads((run_dir / "stages.json").read_text())["search"]["status"] == "running"
+                time.sleep(0.5)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            stop_ray_processes(ray_tmp)
     seconds = time.monotonic() - started
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results / "mnist" / "smoke", proc, seconds
+    completed = subprocess.CompletedProcess(proc.args, proc.returncode, (output / "stdout").read_text(), (output / "stderr").read_text())
+    assert proc.returncode == 0, completed.stderr[-3000:]
+    return SmokeRun(run_dir, completed, seconds, mid_search, still_searching, mlflow_uri)
 
 
 def new_run_folder(root, dataset: str, name: str):

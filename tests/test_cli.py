@@ -148,6 +148,8 @@ BAD_RUNS = {
     "pareto on a non-run folder": lambda t: (["pareto", str(t)], "not a regene-search run"),
     "show on a non-run folder": lambda t: (["show", str(t)], "not a regene-search run"),
     "resume a non-run folder": lambda t: (["run", "--resume", str(t)], "not a regene-search run"),
+    "MLflow URI of no known store": lambda t: (["run", "shapes", "--mlflow", "nosuch://store"], "--mlflow nosuch://store: "),
+    "MLflow plain-folder store (refused by MLflow 3)": lambda t: (["run", "shapes", "--mlflow", f"file://{t}/mlruns"], "sqlite:///"),
 }
 
 

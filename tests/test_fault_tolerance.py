@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
 from regene_search.results import read_parquet
+from regene_search.search.study import load_study
 from regene_search.storage import Location
 
 from .conftest import CLI, SHARED_DATA, needs_mnist
@@ -53,7 +55,21 @@ def assert_every_trial_once(run_dir: Location, trials: int) -> pd.DataFrame:
     assert not history.duplicated(["trial_id", "epoch"]).any()
     complete = dict(history.groupby("trial_id").size()) == dict(zip(table["trial_id"], table["epochs"]))
     assert complete, history.groupby("trial_id").size()
+    # The Optuna study continued across the interruption: each trial once, told the values trials.parquet holds.
+    study = {t.number: t for t in load_study(run_dir).trials}
+    for row in table.itertuples():
+        told = study.pop(row.optuna_trial)
+        assert told.user_attrs["trial_id"] == row.trial_id and told.values == [row.accuracy, row.decoder_mae, row.latent_sparsity]
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.values()), "only orphans, suggested and never run, are left"
     return table
+
+
+def assert_search_unfinished(run_dir: Location, trials: int) -> None:
+    """The search stage is not done; its live tables (if written yet) show it under way."""
+    assert json.loads((run_dir / "stages.json").read_bytes())["search"]["status"] != "done"
+    if (run_dir / "trials.parquet").exists():
+        live = read_parquet(run_dir / "trials.parquet").to_pandas()
+        assert len(live) < trials or live["status"].isin(["RUNNING", "PENDING"]).any(), live[["trial_id", "status"]]
 
 
 @contextmanager
@@ -150,7 +166,7 @@ def test_driver_killed_mid_search_resumes_without_loss_or_duplicates(storage, tm
     with search_under_way(results, "killed", tmp_path, checkpoints_first=2) as driver:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
-    assert not (run_dir / "trials.parquet").exists(), "the search had not finished when the driver was killed"
+    assert_search_unfinished(run_dir, 4)
 
     resumed = resume_in_its_own_ray(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -174,7 +190,7 @@ def test_a_signal_mid_trial_ends_the_run_and_resume_finishes_every_trial_once(si
     assert our_lines(stderr) == [f"regene-search: {signal.Signals(signum).name} stopped stage search; continue with: regene-search run --resume {run_dir}"], stderr[-3000:]
     stages = json.loads((run_dir / "stages.json").read_bytes())
     assert stages["search"]["status"] == "interrupted" and stages["search"]["reason"] == f"stopped by {signal.Signals(signum).name}"
-    assert not (run_dir / "trials.parquet").exists()
+    assert_search_unfinished(run_dir, 4)
 
     resumed = resume_in_its_own_ray(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -217,7 +233,7 @@ def test_a_disk_filling_mid_search_stops_in_one_line_and_resume_finishes(small_d
     assert len(ours) == 1 and f"MiB free, under the 256 MiB a run keeps to save its state; free some space, then continue with: regene-search run --resume {run_dir}" in ours[0], stderr[-3000:]
     stages = json.loads((run_dir / "stages.json").read_bytes())
     assert stages["search"]["status"] == "failed" and "MiB free" in stages["search"]["reason"]
-    assert not (run_dir / "trials.parquet").exists()
+    assert_search_unfinished(run_dir, 4)
 
     refused = subprocess.run([*CLI, *SMOKE_SEARCH, "--results", str(results), "--name", "second"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "under the 256 MiB a run keeps to save its state; free some space, then run again" in refused.stderr

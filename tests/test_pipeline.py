@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -23,9 +24,30 @@ pytestmark = [pytest.mark.slow, needs_mnist]
 
 
 @pytest.fixture(scope="module")
-def decoder_interrupted(smoke_search_run, tmp_path_factory) -> tuple[int, str, dict]:
+def decoder_failed(smoke_search_run):
+    """Continue the smoke search with a promoted encoder's checkpoint gone: the decoder stage fails.
+    Returns (the run, `show` of it, stages.json); the checkpoint is back afterwards."""
+    run_dir = smoke_search_run.run_dir
+    checkpoint = run_dir / "checkpoints" / f"classifier-{first_promoted(run_dir)}.pt"
+    aside = checkpoint.with_suffix(".aside")
+    checkpoint.rename(aside)
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    try:
+        proc = subprocess.run(
+            [*CLI, "run", "--resume", str(run_dir), "--stages", "search,decoder", "--ray-temp-dir", ray_tmp],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"},
+        )
+        show = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    finally:
+        aside.rename(checkpoint)
+        stop_ray_processes(ray_tmp)
+    return proc, show, json.loads((run_dir / "stages.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def decoder_interrupted(smoke_search_run, decoder_failed, tmp_path_factory) -> tuple[int, str, dict]:
     """Continue the smoke search, press Ctrl-C (SIGINT) once the decoder stage has started: (exit code, output, stages.json)."""
-    run_dir, _, _ = smoke_search_run
+    run_dir = smoke_search_run.run_dir
     log_path = tmp_path_factory.mktemp("logs") / "interrupted.log"
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     with log_path.open("w") as log:
@@ -49,7 +71,7 @@ def decoder_interrupted(smoke_search_run, tmp_path_factory) -> tuple[int, str, d
 @pytest.fixture(scope="module")
 def full_run(smoke_search_run, decoder_interrupted):
     """The smoke search continued to the end (after the Ctrl-C of `decoder_interrupted`)."""
-    run_dir, _, _ = smoke_search_run
+    run_dir = smoke_search_run.run_dir
     before = (run_dir / "trials.parquet").stat().st_mtime_ns
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     try:
@@ -71,6 +93,27 @@ def test_ctrl_c_in_the_decoder_stage_exits_130_and_leaves_it_to_resume(decoder_i
     assert stages["search"]["status"] == "done"
     assert stages["decoder"] == {**stages["decoder"], "status": "interrupted", "reason": "stopped by SIGINT"}
     assert "stage decoder done" in proc.stdout  # the resume redid it
+
+
+def test_a_stage_that_fails_is_recorded_and_shown_and_resume_continues_from_it(smoke_search_run, decoder_failed, full_run):
+    proc, show, stages = decoder_failed
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("regene-search")]  # not Ray's own warnings
+    assert proc.returncode == 2 and len(ours) == 1 and "is missing: rerun the search stage" in ours[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert stages["decoder"]["status"] == "failed" and "RunDirError: " in stages["decoder"]["reason"]
+    assert re.search(r"decoder\s+│\s+failed\s+│.*RunDirError", show.stdout), show.stdout
+    log = (smoke_search_run.run_dir / "run.log").read_text()
+    assert re.search(r"stage decoder failed after [\d.]+ s: RunDirError: .* is missing: rerun the search stage; continue with: regene-search run --resume ", log)
+    assert "stage decoder done" in full_run[1].stdout
+
+
+def test_every_training_reports_each_epoch_to_the_terminal_and_the_run_log(smoke_search_run, full_run):
+    _, proc, _ = full_run
+    epochs = json.loads((smoke_search_run.run_dir / "run.json").read_text())["budget"]["decoder_epochs"]
+    for epoch in range(1, epochs + 1):
+        assert re.search(rf"^decoder \w+: epoch {epoch}/{epochs}  loss \S+  val MAE \S+  val SSIM \S+  [\d.]+ s$", proc.stdout, re.M), proc.stdout[-3000:]
+    log = (smoke_search_run.run_dir / "run.log").read_text()
+    assert re.search(rf"  decoder \w+: epoch {epochs}/{epochs}  loss ", log) and re.search(r"  neutral: epoch 1/\d+  train loss ", log)
+    assert log.count(" resumed: run --resume ") >= 3  # failed, interrupted and full continuation
 
 
 def test_resume_skips_the_finished_search(full_run):

@@ -107,7 +107,7 @@ class _RunsCode:
 
 def test_resume_refuses_a_run_folder_whose_pickle_was_replaced(smoke_search_run, tmp_path):
     """A real search's folder: Tune's state is signed as written; a replaced searcher pickle is refused before it is loaded."""
-    source, _, _ = smoke_search_run
+    source = smoke_search_run.run_dir
     run_dir = tmp_path / "handed-to-you"
     shutil.copytree(source, run_dir)
     experiment = Location.of(run_dir / "tune" / EXPERIMENT_NAME)

@@ -1,9 +1,13 @@
-"""A compact live view of a running search, replacing Ray Tune's verbose trial table."""
+"""How a running search shows itself: a live line on a terminal, a progress line at a steady interval
+elsewhere (Slurm .out files, `kubectl logs`, pipes) and in RUN/run.log, and the live tables."""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,10 +16,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .pareto import OBJECTIVES, hypervolume, to_minimisation
+from .. import runlog
+from ..results import HISTORY_COLUMNS
+from .pareto import MODES, OBJECTIVES, hypervolume, non_dominated_ranks, to_minimisation
+
+# Seconds between progress lines off a terminal (and in run.log), and between rewrites of the live tables.
+PROGRESS_SECONDS = float(os.environ.get("REGENE_SEARCH_PROGRESS_SECONDS", "30"))
+TABLE_SECONDS = float(os.environ.get("REGENE_SEARCH_TABLE_SECONDS", "10"))
+
+# Called with Tune's trials and every trial's reports by epoch; writes the live tables.
+TablesWriter = Callable[[list, dict[str, dict[int, dict[str, Any]]]], None]
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--"
     minutes, secs = divmod(int(seconds), 60)
@@ -23,71 +36,108 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-class LiveProgress(tune.Callback):
-    """Done/running/total trials, best value so far per objective, hypervolume, elapsed and ETA."""
+def scored(result: dict[str, Any]) -> np.ndarray | None:
+    """A report's objectives, or None for a diverged or incomplete report."""
+    if result.get("diverged") or not all(isinstance(result.get(n), (int, float)) and math.isfinite(result[n]) for n in OBJECTIVES):
+        return None
+    return np.array([result[n] for n in OBJECTIVES], dtype=float)
 
-    def __init__(self, total: int) -> None:
+
+class LiveProgress(tune.Callback):
+    """Done/running/total trials, the best of each objective and the hypervolume over every trial's
+    latest report (the rows the live pareto.parquet ranks), elapsed and ETA; writes the live tables."""
+
+    def __init__(self, total: int, write_tables: TablesWriter | None = None) -> None:
         self.total = total
+        self.write_tables = write_tables
         self.started = time.monotonic()
         self.finished: set[str] = set()
-        self.final: dict[str, np.ndarray] = {}
-        self.best: dict[str, float] = {}
+        self.latest: dict[str, np.ndarray] = {}
+        self.history: dict[str, dict[int, dict[str, Any]]] = {}
         self.live: Live | None = None
+        self.last_line = self.last_tables = -math.inf
+        self.tables_due = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the experiment state; the live display holds locks.
         return {**self.__dict__, "live": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.get("total", 0))  # a search saved by an older version lacks the newer fields
+        self.__dict__.update(state)
+
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()
-        self.live = Live(self._render(0), console=Console(), refresh_per_second=2, transient=False)
-        self.live.start()
+        self.last_line = self.last_tables = -math.inf
+        if sys.stdout.isatty():
+            self.live = Live(self.render(0), console=Console(), refresh_per_second=2, transient=False)
+            self.live.start()
 
-    def _render(self, running: int) -> Text:
+    def line(self, running: int) -> str:
         done = len(self.finished)
         elapsed = time.monotonic() - self.started
         eta = elapsed / done * (self.total - done) if done else math.inf
-        points = np.array(list(self.final.values())) if self.final else np.empty((0, 3))
-        hv = hypervolume(to_minimisation(points)) if len(points) else 0.0
-        best = "  ".join(
-            f"{name} {self.best[name]:.4f}" if name in self.best else f"{name} -"
-            for name in OBJECTIVES
-        )
-        return Text.assemble(
-            ("search ", "bold"),
-            f"{done}/{self.total} done, {running} running  |  best: {best}  |  ",
-            (f"HV {hv:.4f}", "cyan"),
-            f"  |  {_clock(elapsed)} elapsed, ETA {_clock(eta)}",
-        )
+        points = np.array(list(self.latest.values())).reshape(-1, 3)
+        F = to_minimisation(points)
+        hv = hypervolume(F[non_dominated_ranks(F) == 0]) if len(points) else 0.0
+        best = [points[:, i].max() if mode == "max" else points[:, i].min() for i, mode in enumerate(MODES)] if len(points) else []
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in zip(OBJECTIVES, best)) or "  ".join(f"{name} -" for name in OBJECTIVES)
+        return f"search {done}/{self.total} done, {running} running | best: {shown} | HV {hv:.4f} | {clock(elapsed)} elapsed, ETA {clock(eta)}"
 
-    def _update_best(self, result: dict[str, Any]) -> None:
-        if result.get("diverged"):
-            return
-        for name, better in zip(OBJECTIVES, (max, min, min)):
-            value = result.get(name)
-            if value is not None and math.isfinite(value):
-                self.best[name] = better(self.best.get(name, value), value)
+    def render(self, running: int) -> Text:
+        return Text(self.line(running))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict[str, Any], **info: Any) -> None:
-        self._update_best(result)
+        point = scored(result)
+        if point is not None:
+            self.latest[trial.trial_id] = point
+        if isinstance(result.get("epoch"), int) and not result.get("diverged"):
+            self.history.setdefault(trial.trial_id, {})[result["epoch"]] = {k: result.get(k) for k in HISTORY_COLUMNS.names}
+        self.tables_due = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.finished.add(trial.trial_id)
-        result = trial.last_result or {}
-        if not result.get("diverged") and all(name in result for name in OBJECTIVES):
-            self.final[trial.trial_id] = np.array([result[name] for name in OBJECTIVES], dtype=float)
+        if scored(trial.last_result or {}) is None:
+            self.latest.pop(trial.trial_id, None)
+        self.tables_due = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.finished.add(trial.trial_id)
-        self.final.pop(trial.trial_id, None)
+        self.latest.pop(trial.trial_id, None)
+        self.tables_due = True
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        running = sum(1 for t in trials if t.status == "RUNNING")
         if self.live is not None:
-            running = sum(1 for t in trials if t.status == "RUNNING")
-            self.live.update(self._render(running))
+            self.live.update(self.render(running))
+        if now - self.last_line >= PROGRESS_SECONDS:
+            self.last_line = now
+            self.emit(self.line(running))
+        if self.tables_due and now - self.last_tables >= TABLE_SECONDS:
+            self.last_tables = now
+            self.tables_due = False
+            if self.write_tables is not None:
+                try:
+                    self.write_tables(trials, self.history)
+                except OSError as exc:  # a view of the search must never stop it; the final tables are written at its end
+                    self.emit(f"live tables not written this time: {exc}")
+
+    def emit(self, line: str) -> None:
+        """Off a terminal the line goes to stdout; the log gets it either way (never the live frames)."""
+        if self.live is None:
+            print(line, flush=True)
+        log = runlog.current()
+        if log is not None:
+            log.line(line)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.live is not None:
-            self.live.update(self._render(0))
+            self.live.update(self.render(0))
             self.live.stop()
             self.live = None
+            log = runlog.current()
+            if log is not None:
+                log.line(self.line(0))
+        else:
+            self.emit(self.line(0))

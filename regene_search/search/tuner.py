@@ -16,7 +16,7 @@ import optuna
 import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
+from optuna.storages import BaseStorage
 
 from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
@@ -25,6 +25,7 @@ from ..trial import TrialDiverged, TrialSetup, run_trial
 from ..signing import SignTuneState, sign_folder, verify_folder
 from ..storage import Location
 from .pareto import MODES, OBJECTIVES
+from .study import RecordedOptunaSearch
 
 CHECKPOINT_FILE = "classifier.pt"
 # Every epoch's metrics so far, beside the classifier: Tune's own results can miss the last epochs
@@ -117,11 +118,16 @@ def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | Non
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
-def make_searcher(settings: SearchSettings) -> ConcurrencyLimiter:
-    searcher = OptunaSearch(
+def make_searcher(settings: SearchSettings, study: tuple[str, BaseStorage] | None = None) -> ConcurrencyLimiter:
+    """The Optuna searcher, on the run's stored study `(name, storage)` (else in memory), at most
+    `max_concurrent` trials at once."""
+    name, storage = study or (None, None)
+    searcher = RecordedOptunaSearch(
         metric=list(OBJECTIVES),
         mode=list(MODES),
         sampler=make_sampler(settings.sampler, seed=settings.seed, trials=settings.trials, startup_trials=settings.startup_trials),
+        study_name=name,
+        storage=storage,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
 
@@ -155,6 +161,7 @@ def make_tuner(
     storage: Location | str | os.PathLike,
     scheduler: tune.schedulers.TrialScheduler | None = None,
     callbacks: list[tune.Callback] = (),
+    study: tuple[str, BaseStorage] | None = None,
 ) -> tune.Tuner:
     """A new search in `storage`, or the interrupted one there continued: finished trials are kept,
     unfinished ones resume from their checkpoints (with the scheduler and callbacks Tune saved).
@@ -172,7 +179,7 @@ def make_tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(settings),
+            search_alg=make_searcher(settings, study),
             scheduler=scheduler,
             num_samples=settings.trials,
             reuse_actors=True,

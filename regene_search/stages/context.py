@@ -25,6 +25,10 @@ class StageContext:
     console: Console
     cluster: ClusterInfo | None = None
 
+    def say(self, line: str) -> None:
+        """Print a plain line (no markup) to the user and the run log."""
+        self.console.print(line, markup=False, highlight=False)
+
     @cached_property
     def dataset(self) -> DatasetInfo:
         """The registry entry of the run's dataset (image size, classes, whether flips keep labels)."""

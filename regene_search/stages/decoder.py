@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,10 @@ def train_decoder(
     training: DecoderTraining,
     backbone: dict[str, Any],
     device: torch.device | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train one decoder on the frozen latents of `encoder_state`; return (checkpoint, per-epoch rows)."""
+    """Train one decoder on the frozen latents of `encoder_state`; return (checkpoint, per-epoch rows).
+    `report` gets a line per epoch."""
     device = device or pick_device()
     encoder = load_classifier(encoder_state, device)
     train_z = encode_all(encoder, data.train_x, device)
@@ -189,6 +192,11 @@ def train_decoder(
                 "seconds": time.perf_counter() - started,
             }
         )
+        if report:
+            report(
+                f"decoder {trial_id}: epoch {epoch}/{training.epochs}  loss {means[3]:.4f}  val MAE {val_mae:.4f}  "
+                f"val SSIM {val_ssim:.3f}  {rows[-1]['seconds']:.1f} s"
+            )
     checkpoint = {
         "format": DECODER_FORMAT,
         "encoder_trial_id": trial_id,
@@ -228,7 +236,7 @@ def decoder_stage(ctx: StageContext) -> dict[str, Any]:
     ctx.console.print(f"decoder: {len(checkpoints)} decoder(s), {training.epochs} epochs, perceptual backbone {backbone['name']} ({escape(source)})")
     jobs = {trial_id: encoder_state(path) for trial_id, path in checkpoints.items()}
     calls = [(ctx.data, trial_id, state, training, backbone) for trial_id, state in jobs.items()]
-    results = run_tasks(train_decoder, calls, cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)
+    results = run_tasks(train_decoder, calls, cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial, report=ctx.say)
 
     all_rows, summary = [], {}
     for trial_id, (checkpoint, rows) in zip(jobs, results, strict=True):

@@ -16,6 +16,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +112,10 @@ class NeutralResNet(nn.Module):
         return self.fc(self.features(images))
 
 
-def train_neutral(data: ImageData, config: NeutralConfig, training: NeutralTraining, device: torch.device | None = None) -> dict[str, Any]:
-    """Train from scratch on the train split; return a checkpoint dict with its test accuracy."""
+def train_neutral(
+    data: ImageData, config: NeutralConfig, training: NeutralTraining, device: torch.device | None = None, report: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Train from scratch on the train split; return a checkpoint dict with its test accuracy. `report` gets a line per epoch."""
     device = device or pick_device()
     torch.manual_seed(training.seed)
     model = on_device(NeutralResNet(config), device)
@@ -119,7 +123,8 @@ def train_neutral(data: ImageData, config: NeutralConfig, training: NeutralTrain
     schedule = lr_schedule(optimiser, training.epochs * math.ceil(len(data.train_x) / training.batch_size), warmup_fraction=WARMUP_FRACTION, cosine_from_start=True)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     gen = torch.Generator().manual_seed(training.seed + 17)
-    for _ in range(training.epochs):
+    for epoch in range(1, training.epochs + 1):
+        started, loss_sum = time.perf_counter(), torch.zeros((), device=device)
         model.train()
         for idx in torch.randperm(len(train_x), generator=gen).to(device).split(training.batch_size):
             # Translations only: flips would be wrong for digits and the model serves every dataset.
@@ -130,6 +135,9 @@ def train_neutral(data: ImageData, config: NeutralConfig, training: NeutralTrain
             loss.backward()
             optimiser.step()
             schedule.step()
+            loss_sum += loss.detach() * len(idx)
+        if report:
+            report(f"neutral: epoch {epoch}/{training.epochs}  train loss {float(loss_sum) / len(train_x):.4f}  {time.perf_counter() - started:.1f} s")
     model.eval()
     logits, _ = predict(model, data.test_x, device)
     return {
@@ -203,6 +211,6 @@ def ensure_neutral(ctx: StageContext) -> tuple[dict[str, Any], Location, bool]:
     except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt, not fatal
         ctx.console.print(f"neutral: cache {escape(str(path))} unreadable ({type(exc).__name__}), retraining")
     ctx.console.print(f"neutral: training ResNet-{config.depth} for {training.epochs} epochs on {len(ctx.data.train_x)} images")
-    [state] = run_tasks(train_neutral, [(ctx.data, config, training)], cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial)
+    [state] = run_tasks(train_neutral, [(ctx.data, config, training)], cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial, report=ctx.say)
     save_checkpoint(state, path)
     return state, path, False

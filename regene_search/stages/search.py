@@ -39,9 +39,11 @@ from ..search.pareto import (
     to_minimisation,
 )
 from ..search.diskwatch import DiskWatch, low_disk
+from ..search import study
 from ..search.progress import LiveProgress
 from ..search.schedulers import StopReasonCallback, make_scheduler
 from ..search.space import SearchSpace, load_space
+from ..trackers import trial_callbacks
 from ..trial import TrialSetup
 from .context import StageContext
 
@@ -71,14 +73,60 @@ def trial_schema() -> pa.Schema:
     return pa.schema(list(TRIAL_COLUMNS) + params)
 
 
-def _status(result: tune.Result, metrics: dict[str, Any]) -> str:
-    if result.error is not None:
-        return "ERROR"
+def finished_status(metrics: dict[str, Any]) -> str:
+    """How a trial that ended without an error ended."""
     if metrics.get("diverged"):
         return "DIVERGED"
     if metrics.get("epoch", 0) < metrics.get("planned_epochs", 0):
         return "STOPPED"
     return "COMPLETED"
+
+
+# Statuses whose objectives count: finished trials, and running ones at their latest report (live tables).
+SCORED = ("COMPLETED", "STOPPED", "RUNNING")
+
+
+def trial_row(
+    trial_id: str,
+    status: str,
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    budget: Budget,
+    *,
+    checkpoint: str | None,
+    error: str | None,
+    finished_at: float | None,
+    optuna_trial: int | None,
+) -> dict[str, Any]:
+    """One row of trials.parquet (plus `finished_at`, for ordering), from a trial's latest report."""
+    row = {
+        "trial_id": trial_id,
+        "status": status,
+        "epochs": int(metrics.get("epoch", 0)),
+        "host": metrics.get("hostname"),
+        "node_ip": metrics.get("node_ip"),
+        "seconds": metrics.get("time_total_s"),
+        "checkpoint": checkpoint,
+        "error": error if error is not None else metrics.get("diverged_reason"),
+        "stop_reason": metrics.get("stop_reason"),
+        "optuna_trial": optuna_trial,
+        "finished_at": finished_at,
+        **{f"param_{k}": v for k, v in dataclasses.asdict(budget.clamp(TrialConfig.from_dict(config))).items()},
+    }
+    if status in SCORED:
+        row.update({name: metrics.get(name) for name in (*OBJECTIVES, "joint_score")})
+    return row
+
+
+def history_rows(trial_id: str, epochs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"trial_id": trial_id, **{c: epochs[e].get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}} for e in sorted(epochs)]
+
+
+def in_report_order(trials: list[dict], history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Trials in the order they finished (running ones last), history by trial and epoch."""
+    trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
+    history.sort(key=lambda r: (r["trial_id"], r["epoch"]))
+    return trials, history
 
 
 def epoch_records(result: tune.Result, run_dir: Location) -> dict[int, dict[str, Any]]:
@@ -99,48 +147,42 @@ def epoch_records(result: tune.Result, run_dir: Location) -> dict[int, dict[str,
     return records
 
 
-def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location) -> tuple[list[dict], list[dict]]:
-    """One row per trial and one per (trial, epoch); an epoch reported twice (retries) counts once."""
+def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, optuna_numbers: dict[str, int]) -> tuple[list[dict], list[dict]]:
+    """One row per trial and one per (trial, epoch) of a finished search; an epoch reported twice (retries) counts once."""
     trials, history = [], []
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_id = posixpath.basename(result.path.rstrip("/"))
-        status = _status(result, metrics)
-        config = dataclasses.asdict(budget.clamp(TrialConfig.from_dict(result.config)))
-        row = {
-            "trial_id": trial_id,
-            "status": status,
-            "epochs": int(metrics.get("epoch", 0)),
-            "host": metrics.get("hostname"),
-            "node_ip": metrics.get("node_ip"),
-            "seconds": metrics.get("time_total_s"),
-            "checkpoint": run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
-            "error": str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("diverged_reason"),
-            "stop_reason": metrics.get("stop_reason"),
-            "finished_at": metrics.get("timestamp"),
-            **{f"param_{k}": v for k, v in config.items()},
-        }
-        if status in ("COMPLETED", "STOPPED"):
-            row.update({name: metrics.get(name) for name in (*OBJECTIVES, "joint_score")})
-        trials.append(row)
-        epochs = epoch_records(result, run_dir)
-        history += [{"trial_id": trial_id, **{c: epochs[e].get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}} for e in sorted(epochs)]
-    trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
-    history.sort(key=lambda r: (r["trial_id"], r["epoch"]))
-    return trials, history
+        trials.append(
+            trial_row(
+                trial_id,
+                "ERROR" if result.error is not None else finished_status(metrics),
+                metrics,
+                result.config,
+                budget,
+                checkpoint=run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
+                error=str(result.error).strip().splitlines()[-1] if result.error is not None else None,
+                finished_at=metrics.get("timestamp"),
+                optuna_trial=optuna_numbers.get(trial_id),
+            )
+        )
+        history += history_rows(trial_id, epoch_records(result, run_dir))
+    return in_report_order(trials, history)
 
 
-def pareto_rows(trials: list[dict], promotion: Promotion) -> tuple[list[dict], list[dict], list[str]]:
-    """Rank every trial (failed ones get rank -1), mark the front and the promoted; HV after each trial."""
+def pareto_rows(trials: list[dict], promotion: Promotion | None) -> tuple[list[dict], list[dict], list[str]]:
+    """Rank every trial (failed ones get rank -1), mark the front and the promoted (none while the
+    search runs: `promotion` None); HV after each finished trial."""
     points = np.array([[r.get(n) if r.get(n) is not None else np.nan for n in OBJECTIVES] for r in trials], dtype=float).reshape(-1, 3)
     F = to_minimisation(points)
     ranks = non_dominated_ranks(F)
     crowding = crowding_distance(F, ranks)
     valid = ~np.isnan(F).any(axis=1)
-    promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k) if valid.any() else []
+    method, weights = (promotion.method, promotion.weights) if promotion else ("knee", None)
+    promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k) if promotion and valid.any() else []
     promoted = [trials[i]["trial_id"] for i in promoted_idx]
     order = {i: position for position, i in enumerate(promoted_idx, start=1)}
-    scores = promotion_scores(F, promotion.method, weights=promotion.weights)
+    scores = promotion_scores(F, method, weights=weights)
     rows = [
         {
             "trial_id": r["trial_id"],
@@ -154,9 +196,58 @@ def pareto_rows(trials: list[dict], promotion: Promotion) -> tuple[list[dict], l
         }
         for i, r in enumerate(trials)
     ]
-    hv = hypervolume_history(F)
-    hv_rows = [{"completed": i + 1, "trial_id": r["trial_id"], "hypervolume": float(hv[i])} for i, r in enumerate(trials)]
+    finished = [i for i, r in enumerate(trials) if r["status"] != "RUNNING" and r["status"] != "PENDING"]
+    hv = hypervolume_history(F[finished])
+    hv_rows = [{"completed": k + 1, "trial_id": trials[i]["trial_id"], "hypervolume": float(hv[k])} for k, i in enumerate(finished)]
     return rows, hv_rows, promoted
+
+
+def write_tables(trials: list[dict], history: list[dict], pareto: list[dict], hv: list[dict], paths: RunPaths) -> None:
+    """trials, history, pareto and hypervolume Parquet, each replaced atomically."""
+    rows = [{k: v for k, v in r.items() if k != "finished_at"} for r in trials]
+    write_parquet(table_from_rows(rows, trial_schema()), paths.trials)
+    write_parquet(table_from_rows(history, HISTORY_COLUMNS), paths.history)
+    write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
+    write_parquet(table_from_rows(hv, HYPERVOLUME_COLUMNS), paths.hypervolume)
+
+
+@dataclass(frozen=True)
+class LiveTables:
+    """Writes the search's tables from Tune's trials while it runs (called by the live view, throttled)."""
+
+    paths: RunPaths
+    budget: Budget
+
+    def __call__(self, trials: list, history: dict[str, dict[int, dict[str, Any]]]) -> None:
+        numbers = study.trial_numbers(self.paths)
+        rows, epochs = [], []
+        for trial in trials:
+            metrics = dict(trial.last_result or {})
+            if trial.status == "ERROR":
+                status = "ERROR"
+            elif trial.status == "TERMINATED":
+                status = finished_status(metrics)
+            else:
+                status = "RUNNING" if metrics.get("epoch") else "PENDING"
+            finished = trial.status in ("TERMINATED", "ERROR")
+            rows.append(
+                trial_row(
+                    trial.trial_id,
+                    status,
+                    metrics,
+                    trial.config,
+                    self.budget,
+                    checkpoint=None,
+                    error=None,
+                    finished_at=metrics.get("timestamp") if finished else None,
+                    optuna_trial=numbers.get(trial.trial_id),
+                )
+            )
+            epochs += history_rows(trial.trial_id, history.get(trial.trial_id, {}))
+        rows, epochs = in_report_order(rows, epochs)
+        pareto, hv, _ = pareto_rows(rows, None)
+        write_tables(rows, epochs, pareto, hv, self.paths)
+        study.sync(self.paths)
 
 
 def copy_promoted(trials: list[dict], promoted: list[str], paths: RunPaths) -> None:
@@ -177,11 +268,20 @@ def search_stage(
     budget: Budget,
     promotion: Promotion,
     scheduler: tune.schedulers.TrialScheduler | None = None,
+    trackers: list[tune.Callback] = (),
 ) -> SearchSummary:
-    callbacks = [LiveProgress(settings.trials), DiskWatch(paths.dir)]
+    callbacks = [LiveProgress(settings.trials, LiveTables(paths, budget)), DiskWatch(paths.dir), *trackers]
     callbacks += [StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else []
     tuner = tuning.make_tuner(
-        data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(), storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks
+        data=data,
+        setup=setup,
+        budget=budget,
+        settings=settings,
+        param_space=space.to_tune(),
+        storage=paths.tune_dir,
+        scheduler=scheduler,
+        callbacks=callbacks,
+        study=(study.study_name(paths), study.storage(paths, fresh=True)),
     )
     low_disk.clear()
     try:
@@ -192,16 +292,13 @@ def search_stage(
             paths.dir.check_free_space(then)
             raise DiskFull(f"{paths.dir}: the disk ran under {MIN_FREE_BYTES / 2**20:.0f} MiB free during the search; {then}") from None
         raise
-    trials, history = collect(grid, budget, paths.dir)
-    for row in trials:
-        row.pop("finished_at")
+    trials, history = collect(grid, budget, paths.dir, study.trial_numbers(paths))
+    study.fail_orphans(paths, {r["trial_id"] for r in trials})
     pareto, hv, promoted = pareto_rows(trials, promotion)
-    if promoted:
+    if promoted:  # before pareto.parquet names them
         copy_promoted(trials, promoted, paths)
-    write_parquet(table_from_rows(trials, trial_schema()), paths.trials)
-    write_parquet(table_from_rows(history, HISTORY_COLUMNS), paths.history)
-    write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
-    write_parquet(table_from_rows(hv, HYPERVOLUME_COLUMNS), paths.hypervolume)
+    write_tables(trials, history, pareto, hv, paths)
+    study.sync(paths)
     plot_probe_mae(trials, paths.probe_mae_figure, promoted=promoted, title=f"{paths.dir.name}: probe decoder MAE against depth, latent size and sparsity")
     final_hv = hv[-1]["hypervolume"] if hv else 0.0
     return SearchSummary(
@@ -244,6 +341,7 @@ def run_search_stage(ctx: StageContext) -> dict[str, Any]:
         budget=budget,
         promotion=Promotion(method=spec.promote, weights=spec.promote_weights, k=spec.promote_top),
         scheduler=make_scheduler(spec),
+        trackers=trial_callbacks(spec.mlflow, study.study_name(ctx.paths)),
     )
     ctx.console.print(
         f"search: {summary.completed}/{summary.trials} trials completed, front {summary.front_size}, "

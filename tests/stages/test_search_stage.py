@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import duckdb
+import optuna
 import pandas as pd
 import polars as pl
 import pytest
 import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
 from regene_search.storage import Location
@@ -22,7 +31,7 @@ pytestmark = [pytest.mark.slow, needs_mnist]
 
 
 def test_search_prints_the_dashboard_url_and_a_summary(smoke_search_run):
-    _, proc, seconds = smoke_search_run
+    proc, seconds = smoke_search_run.proc, smoke_search_run.seconds
     out = proc.stdout + proc.stderr
     assert "dashboard: http://127.0.0.1:" in out
     assert "search: 4/4 trials completed" in out
@@ -30,7 +39,7 @@ def test_search_prints_the_dashboard_url_and_a_summary(smoke_search_run):
 
 
 def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
-    run_dir, _, _ = smoke_search_run
+    run_dir = smoke_search_run.run_dir
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS.names
     assert {"param_blocks", "param_lr", "param_latent_activation", "param_augment"} <= set(trials.columns)
@@ -68,7 +77,7 @@ def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
 
 
 def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_path):
-    run_dir, _, _ = smoke_search_run
+    run_dir = smoke_search_run.run_dir
     table = subprocess.run([*CLI, "pareto", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     assert "Pareto front" in table.stdout and "★" in table.stdout and "Hypervolume" in table.stdout
@@ -82,7 +91,7 @@ def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_pat
 
 def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_root):
     """The same run folder copied to an s3:// root reads back identically through the CLI."""
-    run_dir, _, _ = smoke_search_run
+    run_dir = smoke_search_run.run_dir
     local = Location.of(run_dir)
     remote = Location.of(s3_root) / "copied" / "mnist" / "smoke"
     for file in local.files():
@@ -161,3 +170,94 @@ def test_an_epoch_tune_never_uploaded_comes_from_the_checkpoint_history(tmp_path
     assert [records[e]["accuracy"] for e in (1, 2, 3)] == [0.61, 0.7, 0.83]  # Tune's last report of an epoch wins; epoch 2 from the checkpoint
     (checkpoint / HISTORY_FILE).write_text("{damaged")
     assert sorted(epoch_records(result, Location.of(tmp_path))) == [1, 3]
+
+
+PROGRESS_LINE = re.compile(r"^search (\d)/4 done, (\d) running \| best: accuracy (\S+)  decoder_mae (\S+)  latent_sparsity (\S+) \| HV (\S+) \| .* elapsed, ETA .*$")
+
+
+def test_off_a_terminal_the_search_prints_progress_lines_and_the_run_log_keeps_every_line(smoke_search_run):
+    """stdout was a pipe (as under Slurm or `| cat`): plain lines at a steady interval, each on its own line."""
+    out = smoke_search_run.proc.stdout
+    lines = [m for m in map(PROGRESS_LINE.match, out.splitlines()) if m]
+    assert len(lines) >= 3, out[-3000:]
+    assert lines[0].group(1) == "0" and lines[-1].group(1) == "4" and lines[-1].group(2) == "0"
+    assert "\x1b[" not in out and "\r" not in out
+    assert re.search(r"^search: 4/4 trials completed", out, re.M), "the summary starts its own line"
+    trials = pd.read_parquet(smoke_search_run.run_dir / "trials.parquet")
+    best = lines[-1].groups()[2:5]
+    assert [float(v) for v in best] == pytest.approx([trials["accuracy"].max(), trials["decoder_mae"].min(), trials["latent_sparsity"].min()], abs=1e-4)
+
+    log = (smoke_search_run.run_dir / "run.log").read_text().splitlines()
+    logged = [line.split("  ", 1)[1] for line in log]
+    assert logged[0].startswith("regene-search ") and " started: run mnist " in logged[0]
+    assert any(line.startswith("data: mnist, ") for line in logged) and any(line.startswith("ray: ") for line in logged)
+    assert sum(bool(PROGRESS_LINE.match(line)) for line in logged) >= 3
+    assert any(line.startswith("search: 4/4 trials completed") for line in logged) and any(line.startswith("stage search done in") for line in logged)
+
+
+def test_pareto_prints_the_live_front_while_the_search_runs(smoke_search_run):
+    mid = smoke_search_run.mid_search
+    assert mid is not None and smoke_search_run.still_searching, "the live tables never showed up during the search"
+    assert mid.returncode == 0, mid.stderr
+    assert "Pareto front" in mid.stdout and "on the front of" in mid.stdout
+    assert "the search is still running: " in mid.stdout  # read at the first live write, minutes before the last trial ends
+
+
+def test_the_optuna_study_holds_every_trial_with_the_values_of_trials_parquet(smoke_search_run):
+    run_dir = smoke_search_run.run_dir
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    study = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    assert len(study.trials) == 4 and sorted(trials["optuna_trial"]) == [0, 1, 2, 3]
+    for row in trials.itertuples():
+        optuna_trial = study.trials[row.optuna_trial]
+        assert optuna_trial.user_attrs["trial_id"] == row.trial_id
+        assert optuna_trial.values == [row.accuracy, row.decoder_mae, row.latent_sparsity]
+        assert optuna_trial.params["lr"] == pytest.approx(row.param_lr)
+    assert study.metric_names == ["accuracy", "decoder_mae", "latent_sparsity"]
+
+
+def test_optuna_dashboard_serves_the_study_on_loopback(smoke_search_run):
+    run_dir = smoke_search_run.run_dir
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = [str(Path(sys.executable).parent / "optuna-dashboard")]  # the console script the README tells users to run
+    server = subprocess.Popen([*dashboard, str(run_dir / "optuna.journal"), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        studies = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["smoke"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=30) as response:
+            detail = json.load(response)
+        assert len(detail["trials"]) == 4 and {t["state"] for t in detail["trials"]} == {"Complete"}
+        assert detail["name"] == "smoke" and detail["objective_names"] == ["accuracy", "decoder_mae", "latent_sparsity"]
+        assert detail["directions"] == ["maximize", "minimize", "minimize"] and len(detail["best_trials"]) >= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_mlflow_gets_every_trial_and_the_search_headline(smoke_search_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(smoke_search_run.mlflow_uri)
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    stages = [r for r in runs if r.info.run_name == "stages"]
+    trial_runs = [r for r in runs if r.info.run_name != "stages"]
+    assert len(stages) == 1 and len(trial_runs) == 4
+    trials = pd.read_parquet(smoke_search_run.run_dir / "trials.parquet")
+    hv = pd.read_parquet(smoke_search_run.run_dir / "hypervolume.parquet")["hypervolume"].iloc[-1]
+    assert stages[0].data.metrics["search.hypervolume"] == pytest.approx(hv) and stages[0].data.metrics["search.completed"] == 4
+    assert sorted(r.data.metrics["accuracy"] for r in trial_runs) == pytest.approx(sorted(trials["accuracy"]))
+    assert all("lr" in r.data.params for r in trial_runs)
+    epochs = client.get_metric_history(trial_runs[0].info.run_id, "accuracy")
+    assert len(epochs) == trials.loc[trials["accuracy"] == trial_runs[0].data.metrics["accuracy"], "epochs"].item()

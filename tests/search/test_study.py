@@ -1,0 +1,80 @@
+"""The run's Optuna study in RUN/optuna.journal: the searcher records into it, a restored searcher
+continues it, and `load_study` / `trial_numbers` read it back."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from regene_search.results import write_json
+from regene_search.search.pareto import OBJECTIVES
+from regene_search.search.space import default_space_path, load_space
+from regene_search.search.study import STUDY_FILE, load_study, storage, study_name, sync, trial_numbers
+from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
+
+from ..conftest import new_run_folder
+
+
+def run_folder(root, name: str):
+    paths = new_run_folder(root, "mnist", name)
+    write_json({"spec": {}}, paths.run_json)  # what makes it a run folder for load_study
+    return paths
+
+
+def searcher_for(paths):
+    searcher = make_searcher(SearchSettings(trials=8, sampler="random", max_concurrent=4, seed=1), (study_name(paths), storage(paths)))
+    searcher.set_search_properties(None, None, load_space(default_space_path("mnist")).to_tune())
+    return searcher
+
+
+def scores(accuracy: float, mae: float, sparsity: float) -> dict[str, float]:
+    return dict(zip(OBJECTIVES, (accuracy, mae, sparsity))) | {"epoch": 2}
+
+
+def test_the_study_is_kept_and_a_restored_searcher_continues_it(tmp_path):
+    paths = run_folder(tmp_path, "study-run")
+    first = searcher_for(paths)
+    config = first.suggest("t_a")
+    first.suggest("t_b")
+    first.on_trial_complete("t_a", scores(0.91, 0.12, 0.3))
+    first.on_trial_complete("t_b", {**DIVERGED_METRICS, "diverged": True})
+    first.save(str(tmp_path / "searcher.pkl"))  # what Tune does at each experiment checkpoint
+
+    restored = searcher_for(paths)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.suggest("t_c")
+    restored.on_trial_complete("t_c", scores(0.95, 0.2, 0.1))
+
+    assert (paths.dir / STUDY_FILE).exists()
+    study = load_study(paths.dir)
+    assert study.study_name == "study-run" and study.metric_names == list(OBJECTIVES)
+    assert [t.user_attrs["trial_id"] for t in study.trials] == ["t_a", "t_b", "t_c"]
+    assert trial_numbers(paths) == {"t_a": 0, "t_b": 1, "t_c": 2}
+    assert study.trials[0].values == [0.91, 0.12, 0.3] and study.trials[2].values == [0.95, 0.2, 0.1]
+    assert study.trials[0].params == {k: v for k, v in config.items() if k in study.trials[0].params}
+    assert study.trials[1].user_attrs.get("diverged") is True and "diverged" not in study.trials[0].user_attrs
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {t.number for t in study.best_trials} == {0, 2}
+
+
+def test_no_study_yet_means_no_numbers(tmp_path):
+    paths = run_folder(tmp_path, "empty")
+    assert trial_numbers(paths) == {}
+    storage(paths)  # an empty journal file, no study in it
+    assert trial_numbers(paths) == {}
+    with pytest.raises(KeyError):
+        load_study(paths.dir)
+
+
+def test_a_study_on_an_object_store_is_uploaded_and_read_back_elsewhere(s3_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "here"))
+    paths = run_folder(s3_root, "study-s3")
+    searcher = searcher_for(paths)
+    searcher.suggest("t_a")
+    searcher.on_trial_complete("t_a", scores(0.8, 0.1, math.nan))  # NaN: Optuna refuses the values, the trial stays running
+    sync(paths)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
+    assert trial_numbers(paths) == {"t_a": 0}
+    assert load_study(paths.dir).trials[0].state == optuna.trial.TrialState.RUNNING
