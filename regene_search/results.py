@@ -296,8 +296,8 @@ def _parquet(read, source: Location | str | os.PathLike):
 
 def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows -> a table with `schema` first, then any extra columns with inferred types."""
-    extra = [k for row in rows for k in row if k not in schema.names]
-    extra = list(dict.fromkeys(extra))
+    known = set(schema.names)  # Schema.names builds a new list on every access
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in known))
     columns = {name: [row.get(name) for row in rows] for name in schema.names + extra}
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema] + [pa.array(columns[name]) for name in extra]
     return pa.Table.from_arrays(arrays, names=schema.names + extra)

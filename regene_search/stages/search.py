@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,16 @@ def finished_status(metrics: dict[str, Any]) -> str:
 SCORED = ("COMPLETED", "STOPPED", "RUNNING")
 
 
+def param_columns(config: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """`param_<name>` of every hyperparameter, after the budget's epoch cap."""
+    return {f"param_{k}": v for k, v in dataclasses.asdict(budget.clamp(TrialConfig.from_dict(config))).items()}
+
+
 def trial_row(
     trial_id: str,
     status: str,
     metrics: dict[str, Any],
-    config: dict[str, Any],
-    budget: Budget,
+    params: dict[str, Any],
     *,
     checkpoint: str | None,
     error: str | None,
@@ -111,7 +115,7 @@ def trial_row(
         "stop_reason": metrics.get("stop_reason"),
         "optuna_trial": optuna_trial,
         "finished_at": finished_at,
-        **{f"param_{k}": v for k, v in dataclasses.asdict(budget.clamp(TrialConfig.from_dict(config))).items()},
+        **params,
     }
     if status in SCORED:
         row.update({name: metrics.get(name) for name in (*OBJECTIVES, "joint_score")})
@@ -158,8 +162,7 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, optuna_num
                 trial_id,
                 "ERROR" if result.error is not None else finished_status(metrics),
                 metrics,
-                result.config,
-                budget,
+                param_columns(result.config, budget),
                 checkpoint=run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
                 error=str(result.error).strip().splitlines()[-1] if result.error is not None else None,
                 finished_at=metrics.get("timestamp"),
@@ -217,12 +220,15 @@ class LiveTables:
 
     paths: RunPaths
     budget: Budget
+    params: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)  # per trial id: its config never changes
 
     def __call__(self, trials: list, history: dict[str, dict[int, dict[str, Any]]]) -> None:
         numbers = study.trial_numbers(self.paths)
         rows, epochs = [], []
         for trial in trials:
             metrics = dict(trial.last_result or {})
+            if trial.trial_id not in self.params:
+                self.params[trial.trial_id] = param_columns(trial.config, self.budget)
             if trial.status == "ERROR":
                 status = "ERROR"
             elif trial.status == "TERMINATED":
@@ -235,8 +241,7 @@ class LiveTables:
                     trial.trial_id,
                     status,
                     metrics,
-                    trial.config,
-                    self.budget,
+                    self.params[trial.trial_id],
                     checkpoint=None,
                     error=None,
                     finished_at=metrics.get("timestamp") if finished else None,

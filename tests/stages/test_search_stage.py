@@ -261,3 +261,10 @@ def test_mlflow_gets_every_trial_and_the_search_headline(smoke_search_run):
     assert all("lr" in r.data.params for r in trial_runs)
     epochs = client.get_metric_history(trial_runs[0].info.run_id, "accuracy")
     assert len(epochs) == trials.loc[trials["accuracy"] == trial_runs[0].data.metrics["accuracy"], "epochs"].item()
+
+
+def test_tensorboard_finds_an_event_file_per_trial_where_the_readme_points(smoke_search_run):
+    """README: `tensorboard --logdir RUN/tune/search`."""
+    trials = pd.read_parquet(smoke_search_run.run_dir / "trials.parquet")
+    events = {p.parent.name for p in (smoke_search_run.run_dir / "tune" / "search").glob("*/events.out.tfevents.*")}
+    assert events == set(trials["trial_id"])
