@@ -287,7 +287,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     require_mlflow(spec.mlflow)
     warn_if_slow(spec, console)
-    console.print(f"run folder: {paths.dir}", markup=False)
     status = run_pipeline(
         spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console, ray_temp_dir=args.ray_temp_dir
     )

@@ -132,6 +132,8 @@ def run_pipeline(
         cluster.check_resources(info, cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial)
         resume_hint = f"continue with: regene-search run --resume {paths.dir}"
         paths.dir.check_free_space("run again" if new_run else resume_hint)
+        preamble.append(f"run folder: {escape(str(paths.dir))}")  # only once the input checked out
+        console.print(preamble[-1])
         if new_run:
             paths.make()
         with run_lock(paths), sigterm_as_ctrl_c() as signals, open_run_log(paths.dir, console) as console:

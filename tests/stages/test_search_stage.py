@@ -191,6 +191,7 @@ def test_off_a_terminal_the_search_prints_progress_lines_and_the_run_log_keeps_e
     logged = [line.split("  ", 1)[1] for line in log]
     assert logged[0].startswith("regene-search ") and " started: run mnist " in logged[0]
     assert any(line.startswith("data: mnist, ") for line in logged) and any(line.startswith("ray: ") for line in logged)
+    assert f"run folder: {smoke_search_run.run_dir}" in logged
     assert sum(bool(PROGRESS_LINE.match(line)) for line in logged) >= 3
     assert any(line.startswith("search: 4/4 trials completed") for line in logged) and any(line.startswith("stage search done in") for line in logged)
 
