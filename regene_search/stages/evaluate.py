@@ -234,6 +234,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     m = Metrics(ctx.spec.dataset.name)
     test_logits, org_features = predict(neutral, data.test_x, device)
     test_accuracy = m.add("neutral_test_accuracy", (test_logits.argmax(1) == data.test_y).float().mean())
+    ctx.say(f"evaluate: neutral ResNet-{neutral.config.depth} ({'cached' if cached else 'trained now'}), test accuracy {test_accuracy:.3f}")
     org_inception = None
     if inception is not None:
         org_sample = data.test_x[_sample(len(data.test_x), settings.inception_images, settings.seed)]
