@@ -20,7 +20,8 @@ from regene_search.stages.proxy import DOWNSTREAM, PROXIES, PROXY_COLUMNS
 from .conftest import CLI, needs_mnist
 from .raycleanup import stop_ray_processes
 
-pytestmark = [pytest.mark.slow, needs_mnist]
+# The first test sets up three continuations of the smoke run (failed, interrupted, finished): over 900 s on busy cores.
+pytestmark = [pytest.mark.slow, needs_mnist, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
