@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from . import __version__
 from .config import BUDGETS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
 from .errors import Interrupted, UserError
 from .search.pareto import PROMOTION_METHODS
@@ -21,10 +22,24 @@ DEFAULT_RESULTS = "results"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line, exit code 2."""
+    """argparse that reports a bad argument in one line, exit code 2, and shows defaults in --help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, formatter_class=_DefaultsInHelp, **kwargs)
 
     def error(self, message: str) -> None:
         self.exit(2, f"regene-search: error: {message}\n")
+
+
+class _DefaultsInHelp(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help unless the help already says its default or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "default" in help_text or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS)) or not action.option_strings:
+            return help_text
+        shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else "%(default)s"
+        return f"{help_text} (default: {shown})"
 
 
 def _positive_int(text: str) -> int:
@@ -95,6 +110,7 @@ def _weights(text: str) -> tuple[float, float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="regene-search", description="Distributed multi-objective hyperparameter search for ReGene.")
+    parser.add_argument("--version", action="version", version=f"regene-search {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="search -> decoder -> generate -> evaluate on a dataset")
@@ -126,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--stages", type=_stages, help=f"comma-separated subset of {','.join(STAGES)} (default: all; on --resume: the run's)")
     run.add_argument("--resume", help="continue the run in this folder or URI; finished stages are not redone")
-    run.add_argument("--seed", type=_non_negative_int, default=0)
+    run.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the data subset, the sampler and every trial")
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
     run.add_argument("--mlflow", metavar="URI", help="also log trials and stage metrics to this MLflow tracking URI (pip install 'regene-search[mlflow]')")
@@ -145,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pareto = commands.add_parser("pareto", help="print the Pareto front of a run")
     pareto.add_argument("run_dir")
-    pareto.add_argument("--plot", help="write a PNG figure of the front and the hypervolume history")
+    pareto.add_argument("--plot", help="write a figure of the front and the hypervolume history: PNG, SVG or PDF, by the file's suffix")
     pareto.add_argument("--json", action="store_true", help="print JSON for machines")
 
     show = commands.add_parser("show", help="summarise every stage of a run and list its figures")
@@ -239,7 +255,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 # What --resume may change: which stages run, where (the cluster) and where it is tracked; nothing about the run itself.
-_RESUME_FLAGS = {"command", "resume", "stages", "address", "dashboard_host", "ray_temp_dir", "mlflow"}
+_RESUME_FLAGS = {"command", "resume", "stages", "address", "dashboard_host", "ray_temp_dir", "mlflow", "trials"}
 
 
 def _flags_resume_ignores(args: argparse.Namespace) -> list[str]:
@@ -270,6 +286,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             spec = RunSpec.from_json(read_run_record(paths)["spec"])
         except (TypeError, ValueError, KeyError) as exc:
             raise UserError(f"{paths.run_json} holds no usable run spec: {exc}") from None
+        if args.trials is not None and args.trials != spec.resolved_trials:
+            raise UserError(
+                f"--trials {args.trials}: the run in {paths.dir} was started with {spec.resolved_trials} trials, and a search "
+                "cannot change its size on --resume; drop --trials, or start a new run"
+            )
         if args.stages:
             spec = dataclasses.replace(spec, stages=args.stages)
         if args.mlflow:
@@ -298,6 +319,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 def _pareto(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
+    if args.plot:
+        report.figure_format(args.plot)  # a bad suffix fails before the run is read
     front = report.load_front(args.run_dir)
     if args.json:
         print(report.front_json(front))

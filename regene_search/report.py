@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import STAGES
-from .errors import RunDirError
+from .errors import RunDirError, UserError
 from .results import RunPaths, parquet_rows, read_parquet, read_run_record, read_stages, write_bytes
 from .search.pareto import OBJECTIVES
 from .stages import proxy
@@ -208,14 +208,25 @@ def _pyplot():
     return plt
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_format(path: Location | Path | str) -> str:
+    """The format a figure path's suffix names; a UserError for any other."""
+    suffix = Path(str(path)).suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise UserError(f"{path}: a figure is written as {', '.join('.' + f for f in FIGURE_FORMATS)}; name the file with one of those suffixes")
+    return suffix
+
+
 def _save(fig, path: Location | Path, *, tight: bool = True) -> None:
-    """PNG bytes written atomically to a local path or a URI."""
+    """The figure in the format its suffix names (PNG, SVG or PDF), written atomically to a local path or a URI."""
     import matplotlib.pyplot as plt
 
     if tight:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches=None if tight else "tight")
+    fig.savefig(buffer, format=figure_format(path), dpi=110, bbox_inches=None if tight else "tight")
     plt.close(fig)
     write_bytes(buffer.getvalue(), path)
 

@@ -297,13 +297,34 @@ def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
 def test_resume_names_the_flags_it_ignores(tmp_path, capsys):
     done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
     folder = _run_folder(tmp_path, stages_json=json.dumps(done))
-    code = main(["run", "--resume", folder, "--budget", "paper", "--trials", "9", "--seed", "4", "--stages", "search"])
+    code = main(["run", "--resume", folder, "--budget", "paper", "--trials", "4", "--seed", "4", "--stages", "search"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "ignored: --budget, --trials, --seed" in out
+    assert "ignored: --budget, --seed" in out  # --trials 4 is the smoke run's own number: honoured
     assert "stage search: already done, skipped" in out
     assert main(["run", "--resume", folder, "--stages", "search"]) == 0
     assert "ignored" not in capsys.readouterr().out
+
+
+def test_resume_refuses_a_changed_number_of_trials_in_one_line(tmp_path, capsys):
+    folder = _run_folder(tmp_path)
+    code, stderr = run_main(["run", "--resume", folder, "--trials", "9"], capsys)
+    assert code == 2 and stderr.count("\n") == 1
+    assert "--trials 9: the run in " in stderr and "was started with 4 trials" in stderr and "start a new run" in stderr
+
+
+def test_version_and_defaults_in_help():
+    assert cli("--version").stdout.strip().startswith("regene-search 0.")
+    run_help = " ".join(cli("run", "--help").stdout.split())
+    for shown in ("(default: 1.0)", "(default: 0.0)", "(default: tpe)", "(default: fifo)", "(default: 2)", "(default: knee)", "(default: 0)"):
+        assert shown in run_help, shown
+    assert "(default: None)" not in run_help and "(default: False)" not in run_help
+
+
+def test_a_figure_suffix_other_than_png_svg_pdf_is_refused_before_reading_the_run(tmp_path, capsys):
+    code, stderr = run_main(["pareto", str(tmp_path / "no-such-run"), "--plot", str(tmp_path / "front.gif")], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and "front.gif: a figure is written as .png, .svg, .pdf" in stderr
+    assert not (tmp_path / "front.gif").exists()
 
 
 def test_a_second_run_on_a_folder_in_use_gets_one_line_and_exit_2(tmp_path):

@@ -87,6 +87,10 @@ def test_pareto_command_prints_the_front_json_and_plot(smoke_search_run, tmp_pat
     data = json.loads(js.stdout)
     assert data["trials"] == 4 and len(data["promoted"]) == 3 and len(data["hypervolume_history"]) == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for suffix, header in ((".svg", b"<?xml"), (".pdf", b"%PDF")):  # the format the suffix names
+        other = plot.with_suffix(suffix)
+        assert subprocess.run([*CLI, "pareto", str(run_dir), "--plot", str(other)], capture_output=True, timeout=120).returncode == 0
+        assert other.read_bytes().startswith(header), suffix
 
 
 def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_root):
