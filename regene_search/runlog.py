@@ -7,15 +7,12 @@ user's output and the log. Code that Tune unpickles (the live view) finds the op
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from rich.console import Console
 
@@ -32,13 +29,8 @@ class RunLog:
 
     def __init__(self, target: Location) -> None:
         self.target = target
-        self.local = Path(target) if target.is_local else _cache_path(target)
+        self.local = target.local_copy("logs", fresh=True)  # the run folder's copy is the log so far
         self.local.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_local:  # the run folder's copy is the log so far (a resumed run continues it)
-            try:
-                self.local.write_bytes(target.read_bytes())
-            except FileNotFoundError:
-                self.local.write_bytes(b"")
         self._file = open(self.local, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._lock = threading.Lock()
         self._partial = ""
@@ -71,12 +63,6 @@ class RunLog:
         except OSError:
             pass
         self._file.close()
-
-
-def _cache_path(target: Location) -> Path:
-    digest = hashlib.sha256(str(target).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "regene-search" / "logs" / f"{digest}-{LOG_NAME}"
 
 
 class _Tee(io.TextIOBase):

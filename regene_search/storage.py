@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import shutil
@@ -180,3 +181,20 @@ class Location:
     def tune_storage(self) -> tuple[str, pafs.FileSystem | None]:
         """(storage_path, storage_filesystem) for Ray Tune's RunConfig and restore."""
         return (self.path, None) if self.is_local else (self.path, self.fs)
+
+    def local_copy(self, kind: str, *, fresh: bool) -> Path:
+        """A local file standing in for this one on an object store, under the project's cache
+        (`<cache>/<kind>/<hash>-<name>`): filled from here when `fresh` or absent, removed when
+        this file does not exist. Local files are their own copy."""
+        if self.is_local:
+            return Path(self.path)
+        from .data.cache import default_cache_dir  # not at import: it loads torch
+
+        local = default_cache_dir() / kind / f"{hashlib.sha256(str(self).encode()).hexdigest()[:16]}-{self.name}"
+        if fresh or not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                local.write_bytes(self.read_bytes())
+            except FileNotFoundError:
+                local.unlink(missing_ok=True)
+        return local

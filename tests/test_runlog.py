@@ -46,13 +46,13 @@ def test_a_resumed_run_appends_to_its_log(tmp_path):
 
 
 def test_a_remote_run_folder_gets_the_whole_log_and_a_resume_continues_it(s3_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("REGENE_SEARCH_CACHE", str(tmp_path / "cache"))
     run_dir = Location.of(f"{s3_root}/runlog/r1")
     with runlog.open_run_log(run_dir, Console(file=io.StringIO())) as console:
         console.print("on s3")
         runlog.current().sync()
         assert (run_dir / "run.log").read_bytes().decode().endswith("on s3\n")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
+    monkeypatch.setenv("REGENE_SEARCH_CACHE", str(tmp_path / "another-machine"))
     with runlog.open_run_log(run_dir, Console(file=io.StringIO())) as console:
         console.print("resumed")
     text = (run_dir / "run.log").read_bytes().decode()

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from .. import runlog
 from ..results import HISTORY_COLUMNS
-from .pareto import MODES, OBJECTIVES, hypervolume, non_dominated_ranks, to_minimisation
+from .pareto import MODES, OBJECTIVES, hypervolume, to_minimisation
 
 # Seconds between progress lines off a terminal (and in run.log), and between rewrites of the live tables.
 PROGRESS_SECONDS = float(os.environ.get("REGENE_SEARCH_PROGRESS_SECONDS", "30"))
@@ -79,8 +79,7 @@ class LiveProgress(tune.Callback):
         elapsed = time.monotonic() - self.started
         eta = elapsed / done * (self.total - done) if done else math.inf
         points = np.array(list(self.latest.values())).reshape(-1, 3)
-        F = to_minimisation(points)
-        hv = hypervolume(F[non_dominated_ranks(F) == 0]) if len(points) else 0.0
+        hv = hypervolume(to_minimisation(points)) if len(points) else 0.0  # it drops dominated points itself
         best = [points[:, i].max() if mode == "max" else points[:, i].min() for i, mode in enumerate(MODES)] if len(points) else []
         shown = "  ".join(f"{name} {value:.4f}" for name, value in zip(OBJECTIVES, best)) or "  ".join(f"{name} -" for name in OBJECTIVES)
         return f"search {done}/{self.total} done, {running} running | best: {shown} | HV {hv:.4f} | {clock(elapsed)} elapsed, ETA {clock(eta)}"

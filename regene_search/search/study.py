@@ -7,7 +7,6 @@ keeps the journal in a local cache and uploads it as the search's tables are wri
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -34,18 +33,7 @@ def study_name(paths: RunPaths) -> str:
 def journal_path(paths: RunPaths, *, fresh: bool = False) -> Path:
     """Where the journal is written: in the run folder on local disk, else in a local cache,
     refreshed from the run folder's copy when `fresh` (a search starting or resuming, a reader)."""
-    target = paths.dir / STUDY_FILE
-    if target.is_local:
-        return Path(target)
-    digest = hashlib.sha256(str(target).encode()).hexdigest()[:16]
-    local = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "regene-search" / "studies" / f"{digest}-{STUDY_FILE}"
-    if fresh or not local.exists():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            local.write_bytes(target.read_bytes())
-        except FileNotFoundError:
-            local.unlink(missing_ok=True)
-    return local
+    return (paths.dir / STUDY_FILE).local_copy("studies", fresh=fresh)
 
 
 def storage(paths: RunPaths, *, fresh: bool = False) -> JournalStorage:

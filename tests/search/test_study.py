@@ -69,12 +69,12 @@ def test_no_study_yet_means_no_numbers(tmp_path):
 
 
 def test_a_study_on_an_object_store_is_uploaded_and_read_back_elsewhere(s3_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "here"))
+    monkeypatch.setenv("REGENE_SEARCH_CACHE", str(tmp_path / "here"))
     paths = run_folder(s3_root, "study-s3")
     searcher = searcher_for(paths)
     searcher.suggest("t_a")
     searcher.on_trial_complete("t_a", scores(0.8, 0.1, math.nan))  # NaN: Optuna refuses the values, the trial stays running
     sync(paths)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
+    monkeypatch.setenv("REGENE_SEARCH_CACHE", str(tmp_path / "another-machine"))
     assert trial_numbers(paths) == {"t_a": 0}
     assert load_study(paths.dir).trials[0].state == optuna.trial.TrialState.RUNNING
