@@ -15,6 +15,9 @@ epoch k of a 12-epoch trial, not a finished k-epoch trial.
     # a tiny check
     .venv/bin/python benchmarks/record_curves.py --dataset cifar10 --configs 2 --epochs 2 --out /tmp/t_curves.parquet
 
+Two cores: run two recorders with `--shard 0/2` and `--shard 1/2` (each takes the configurations
+whose id modulo 2 is its number; they merge into the same files under a lock).
+
 Resume: run the same command again. Configurations already in the table are skipped (their
 recorded hyperparameters are checked against the regenerated list, which the seed fixes, and the
 data/probe/epoch settings must match); a configuration interrupted mid-way is redone from
@@ -49,6 +52,8 @@ the curves file first, so a crash between the two renames only causes a redo):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import math
 import os
 import subprocess
@@ -113,6 +118,31 @@ def write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """Serialise read-merge-write of the tables between sharded recorders."""
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def append_finished(out: Path, status_path: Path, curves: list[dict[str, Any]], status: dict[str, Any]) -> None:
+    """Add one finished configuration to both tables as they are on disk now (another shard may have written)."""
+    with locked(out):
+        done = {row["config_id"] for row in read_rows(status_path)}
+        old_curves = [row for row in read_rows(out) if row["config_id"] in done and row["config_id"] != status["config_id"]]
+        old_status = [row for row in read_rows(status_path) if row["config_id"] != status["config_id"]]
+        write_atomic(out, sorted(old_curves + curves, key=lambda r: (r["config_id"], r["epoch"])))
+        write_atomic(status_path, sorted(old_status + [status], key=lambda r: r["config_id"]))
+
+
+def shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return int(k), int(n)
+
+
 def git_commit() -> str | None:
     """HEAD of the project when this process started (trial code may change between sessions)."""
     run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SPACES.parents[1], capture_output=True, text=True)
@@ -136,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-steps", type=int, default=SMOKE_PROBE.steps)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; also set OMP_NUM_THREADS)")
     parser.add_argument("--seed", type=int, default=0, help="sampler, data subset and trial seed (default 0)")
+    parser.add_argument("--shard", type=shard, default=(0, 1), metavar="K/N", help="record only config ids with id %% N == K (default 0/1)")
     parser.add_argument("--out", type=Path, help="curves file (default benchmarks/data/<dataset>_curves.parquet)")
     args = parser.parse_args(argv)
     preset = DEFAULTS[args.dataset]
@@ -163,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         if i < len(configs) and not same_params(row, configs[i]):
             sys.exit(f"{status_path}: config {i} differs from the one seed {args.seed} draws now (other --epochs, or the space file changed?); use another --out")
     done_ids = {row["config_id"] for row in finished}
-    curves = [row for row in read_rows(out) if row["config_id"] in done_ids]  # drops a half-written config
-    todo = [i for i in range(n_configs) if i not in done_ids]
+    shard_k, shard_n = args.shard
+    todo = [i for i in range(n_configs) if i not in done_ids and i % shard_n == shard_k]
     print(f"[{args.dataset}] {n_configs} configs x {args.epochs} epochs, train {n_train} / val {n_val}, probe "
           f"{probe.train_images}/{probe.val_images}x{probe.steps} steps, seed {args.seed}, {torch.get_num_threads()} thread(s); "
           f"{len(done_ids)} already recorded in {out}, {len(todo)} to do", flush=True)
@@ -196,10 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         except TrialDiverged as exc:
             status, reason = "diverged", str(exc)
         seconds = time.perf_counter() - start
-        curves += [{"config_id": i, **params, **h, "status": status, **extra} for h in history]
-        finished.append({"config_id": i, **params, "status": status, "reason": reason, "epochs_done": len(history), "seconds": seconds, **extra})
-        write_atomic(out, sorted(curves, key=lambda r: (r["config_id"], r["epoch"])))
-        write_atomic(status_path, sorted(finished, key=lambda r: r["config_id"]))
+        append_finished(out, status_path, [{"config_id": i, **params, **h, "status": status, **extra} for h in history],
+                        {"config_id": i, **params, "status": status, "reason": reason, "epochs_done": len(history), "seconds": seconds, **extra})
 
         spent.append(seconds)
         eta = (len(todo) - k) * sum(spent) / len(spent)
