@@ -317,17 +317,17 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _pareto(args: argparse.Namespace, console: Console) -> int:
-    from . import report
+    from . import plots, report
 
     if args.plot:
-        report.figure_format(args.plot)  # a bad suffix fails before the run is read
+        plots.figure_format(args.plot)  # a bad suffix fails before the run is read
     front = report.load_front(args.run_dir)
     if args.json:
         print(report.front_json(front))
     else:
         report.print_front(front, console)
     if args.plot:
-        report.plot_front(front, Path(args.plot))
+        plots.plot_front(front.pareto, front.hypervolume, Path(args.plot), title=front.run_dir.name)
         if not args.json:
             console.print(f"figure: {args.plot}", markup=False)
     return 0

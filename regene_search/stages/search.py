@@ -15,7 +15,7 @@ from ray import tune
 
 from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
 from ..data.dataset import ImageData
-from ..report import plot_probe_mae
+from ..plots import plot_probe_mae
 from ..results import (
     HISTORY_COLUMNS,
     HYPERVOLUME_COLUMNS,

@@ -1,4 +1,4 @@
-"""report.py's figures: the paper's section 4.2 figure from trials.parquet rows."""
+"""plots.py: every matplotlib figure of a run, drawn from real Parquet rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from regene_search.report import plot_probe_mae
+from regene_search.plots import plot_probe_mae
 
 from .conftest import new_run_folder
 
