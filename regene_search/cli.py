@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .config import BUDGETS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
@@ -164,8 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--plot", help="write a figure of the front and the hypervolume history: PNG, SVG or PDF, by the file's suffix")
     pareto.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    show = commands.add_parser("show", help="summarise every stage of a run and list its figures")
+    show = commands.add_parser("show", help="a run in one screen: context, stages, the promoted encoder, quality against the paper's bar, warnings")
     show.add_argument("run_dir")
+    show_as = show.add_mutually_exclusive_group()
+    show_as.add_argument("--json", action="store_true", help="the same summary as JSON, for scripts")
+    show_as.add_argument("--detail", action="store_true", help="every stage's full summary, the run's files and figures")
+
+    report = commands.add_parser("report", help="write RUN/report.html: the whole run on one self-contained page (no server, no network)")
+    report.add_argument("run_dir")
+    report.add_argument("--out", help="write the page here instead of RUN/report.html")
 
     commands.add_parser("datasets", help="list the datasets with shape, classes and where they are looked for")
     return parser
@@ -313,6 +321,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     )
     finished = ", ".join(s for s in spec.stages if status.get(s, {}).get("status") == "done")
     console.print(f"done: {finished} -> {paths.dir}", markup=False)
+    from . import report, summary
+
+    console.rule("summary")
+    report.print_summary(summary.run_summary(paths.dir), console)
     return 0
 
 
@@ -334,9 +346,22 @@ def _pareto(args: argparse.Namespace, console: Console) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console) -> int:
-    from . import report
+    from . import report, summary
 
-    report.print_run(args.run_dir, console)
+    if args.detail:
+        report.print_run(args.run_dir, console)
+    elif args.json:
+        print(summary.to_json(summary.run_summary(args.run_dir)))
+    else:
+        report.print_summary(summary.run_summary(args.run_dir), console)
+    return 0
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from . import html_report
+
+    target = html_report.write_report(args.run_dir, args.out)
+    console.print(f"report: {escape(str(target))}")
     return 0
 
 
@@ -347,7 +372,7 @@ def _datasets(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "pareto": _pareto, "show": _show, "datasets": _datasets}
+COMMANDS = {"run": _run, "pareto": _pareto, "show": _show, "report": _report, "datasets": _datasets}
 
 
 def main(argv: list[str] | None = None) -> int:

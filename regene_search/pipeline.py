@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from . import __version__, cluster, runlog, trackers
+from . import __version__, cluster, html_report, runlog, trackers
 from .config import STAGES, RunSpec
 from .data import load_dataset
 from .data.dataset import ImageData
@@ -166,6 +166,8 @@ def run_pipeline(
                         write_json(status, paths.stages_json)
                     except OSError:  # the disk is full: stages.json keeps "running", which resume redoes too
                         pass
+                    else:
+                        write_report(paths, console)
                     if interrupted:
                         raise Interrupted(signum, stage, str(paths.dir)) from None
                     if disk_full:
@@ -175,10 +177,19 @@ def run_pipeline(
                 write_json(status, paths.stages_json)
                 trackers.log_stage(spec.mlflow, paths.dir.name, stage, summary, status[stage]["seconds"])
                 console.print(f"stage {stage} done in {time.time() - started:.1f} s")
+                write_report(paths, console)
                 log.sync()
     finally:
         cluster.disconnect()
     return status
+
+
+def write_report(paths: RunPaths, console: Console) -> None:
+    """report.html as the run stands; a page that cannot be drawn costs one line, never the run's results."""
+    try:
+        html_report.write_report(paths.dir)
+    except Exception as exc:  # noqa: BLE001 -- the stage's results are already safe on disk
+        console.print(f"[yellow]report.html not written: {escape(one_line(exc))}[/yellow]")
 
 
 @contextmanager

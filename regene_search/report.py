@@ -134,6 +134,88 @@ def print_datasets(console: Console) -> None:
     console.print(table)
 
 
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.0f}" if isinstance(value, (int, float)) and float(value).is_integer() and abs(value) >= 10 else f"{value:.{digits}f}"
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """`show`: the run in one screen, from `summary.run_summary`."""
+    from .summary import OBJECTIVE_LABELS
+
+    s, search = summary, summary["search"]
+    versions = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in s["versions"].items())
+    console.print(f"[bold]{escape(s['name'])}[/bold]  {escape(str(s['dataset']))} · budget {s['budget']} · seed {s['seed']} · created {s['created']} · "
+                  f"stages took {duration(s['wall_seconds'])}")
+    console.print(f"search: {search['sampler']} sampler, {search['scheduler']} scheduler, {search['trials']} of {search['trials_planned']} trials "
+                  f"({search['trial_epochs']} trial-epochs), promote {search['promote']} · {escape(versions)}"
+                  + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else ""), highlight=False)
+    stages = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for column in ("stage", "status", "time", ""):
+        stages.add_column(column, overflow="fold")
+    for stage in s["stages"]:
+        style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "yellow"}.get(stage["status"], "dim")
+        stages.add_row(stage["stage"], f"[{style}]{stage['status']}[/{style}]", duration(stage["seconds"]), escape(stage["headline"]))
+    console.print(stages)
+    for promoted in s["promoted"]:
+        objectives = "  ".join(f"{OBJECTIVE_LABELS[k]} {number(v, 4)}" for k, v in promoted["objectives"].items())
+        console.print(f"[bold]promoted {promoted['trial_id']}[/bold]  {promoted['architecture']}  {objectives}", highlight=False)
+        config = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in promoted["config"].items())
+        console.print(f"  {escape(config)}", highlight=False, soft_wrap=False)
+    for quality in s["quality"]:
+        print_quality(quality, console)
+    if s["judge"]:
+        judge = s["judge"]
+        console.print(f"judge: neutral ResNet-{judge['depth']}, test accuracy {judge['test_accuracy']:.3f}" + (" [yellow](weak)[/yellow]" if judge["weak"] else ""))
+    agreement = s["agreement"]
+    if agreement:
+        console.print(f"rank agreement of search scores with results: {escape(agreement['reason'] or '; '.join(agreement['verdicts']))}", highlight=False)
+    if s["warnings"]:
+        console.print("[bold yellow]warnings[/bold yellow]")
+        for line in s["warnings"]:
+            console.print(f"  [yellow]![/yellow] {escape(line)}", highlight=False)
+    more = ["show --detail (every stage and file)", "show --json"] + ([escape(s["report"])] if s.get("report") else [])
+    console.print(f"[dim]more: {', '.join(more)}[/dim]")
+
+
+def print_quality(quality: dict[str, Any], console: Console) -> None:
+    """The metric x n table of one promoted encoder, the paper's bar marked, then its weakest classes."""
+    from .summary import PAPER_BAR
+
+    table = Table(title=f"{quality['trial_id']}: generations (✓ / ✗ : at or above / below the paper's bar of {PAPER_BAR:g})", title_justify="left",
+                  box=None, pad_edge=False, header_style="bold")
+    table.add_column("metric")
+    for n in quality["ns"]:
+        table.add_column(f"n={n}", justify="right")
+    table.add_column("all", justify="right")
+
+    def cell(value: Any, row: dict[str, Any]) -> str:
+        text = number(value)
+        if row["bar"] is None or value is None:
+            return text
+        return f"[green]{text} ✓[/green]" if value >= row["bar"] else f"[red]{text} ✗[/red]"
+
+    for row in quality["table"]:
+        table.add_row(row["label"], *(cell(row["by_n"].get(n), row) for n in quality["ns"]), cell(row["all"], row))
+    console.print(table)
+    run = quality["run"]
+    console.print(f"  reconstructions: MAE {number(run.get('recon_mae'), 4)}, SSIM {number(run.get('recon_ssim'))}, neutral accuracy {number(run.get('neutral_acc_recon'))}"
+                  f" · nearest training image: generations L2 {number(run.get('novelty_nn_l2_mean'), 2)}, test images L2 {number(run.get('novelty_test_nn_l2_mean'), 2)}",
+                  highlight=False)
+    weakest = [c for c in quality["classes"][:3]]
+    if weakest:
+        shown = ", ".join(f"{escape(c['name'])} ({number(c['accept_rate'], 2)} accepted, neutral acc {number(c.get('neutral_acc_gen'))})" for c in weakest)
+        console.print(f"  weakest classes: {shown}", highlight=False)
+
+
 def print_run(run_dir: Location | str, console: Console) -> None:
     """Every stage's status and summary, the run's files and its figures."""
     paths = RunPaths.existing(run_dir)

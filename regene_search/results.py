@@ -240,6 +240,7 @@ def write_parquet(table: pa.Table, target: Location | str | os.PathLike) -> None
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
     write_bytes(buffer.getvalue().to_pybytes(), target)
+    report_html = property(lambda self: self.dir / "report.html")
 
 
 def write_json(obj: Any, target: Location | str | os.PathLike) -> None:
@@ -274,9 +275,9 @@ def read_stages(paths: RunPaths) -> dict[str, dict[str, Any]]:
     return stages
 
 
-def read_parquet(source: Location | str | os.PathLike) -> pa.Table:
-    """Read a Parquet file of a run; a missing or truncated file is a `RunDirError`."""
-    return _parquet(pq.read_table, source)
+def read_parquet(source: Location | str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file of a run (only `columns` if given); a missing or truncated file is a `RunDirError`."""
+    return _parquet(lambda path, filesystem: pq.read_table(path, filesystem=filesystem, columns=columns), source)
 
 
 def parquet_rows(source: Location | str | os.PathLike) -> int:

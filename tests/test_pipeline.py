@@ -101,7 +101,8 @@ def test_a_stage_that_fails_is_recorded_and_shown_and_resume_continues_from_it(s
     ours = [line for line in proc.stderr.splitlines() if line.startswith("regene-search")]  # not Ray's own warnings
     assert proc.returncode == 2 and len(ours) == 1 and "is missing: rerun the search stage" in ours[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert stages["decoder"]["status"] == "failed" and "RunDirError: " in stages["decoder"]["reason"]
-    assert re.search(r"decoder\s+│\s+failed\s+│.*RunDirError", show.stdout), show.stdout
+    assert re.search(r"decoder\s+failed\s+\S+\s+RunDirError", show.stdout), show.stdout
+    assert "! stage decoder is failed: RunDirError: " in show.stdout and "continue with: regene-search run --resume" in show.stdout
     log = (smoke_search_run.run_dir / "run.log").read_text()
     assert re.search(r"stage decoder failed after [\d.]+ s: RunDirError: .* is missing: rerun the search stage; continue with: regene-search run --resume ", log)
     assert "stage decoder done" in full_run[1].stdout
@@ -160,9 +161,26 @@ def test_three_promoted_encoders_are_ranked_against_the_search_scores(full_run):
     assert "rank agreement, decoder_mae: " in proc.stdout
 
 
-def test_show_summarises_every_stage_and_lists_figures(full_run):
+def test_show_summarises_the_run_in_one_screen(full_run):
     run_dir, _, _ = full_run
     proc = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 50, proc.stdout  # one screen
+    assert lines[0].startswith("smoke  mnist · budget smoke · seed 0")
+    for stage in ("search", "decoder", "generate", "evaluate"):
+        assert re.search(rf"^{stage}\s+done\s", proc.stdout, re.M), stage
+    promoted = json.loads(subprocess.run([*CLI, "pareto", str(run_dir), "--json"], capture_output=True, text=True, timeout=120).stdout)["promoted"]
+    for trial in promoted:
+        assert f"promoted {trial}" in proc.stdout and f"{trial}: generations" in proc.stdout
+    assert re.search(r"^neutral accuracy on generations(\s+[\d.]+ [✓✗]){4}$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"judge: neutral ResNet-8, test accuracy 0\.\d{3}", proc.stdout)
+    assert "report.html" in proc.stdout and "rank agreement" in proc.stdout
+
+
+def test_show_detail_dumps_every_stage_and_lists_figures(full_run):
+    run_dir, _, _ = full_run
+    proc = subprocess.run([*CLI, "show", str(run_dir), "--detail"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     for stage in ("search", "decoder", "generate", "evaluate"):
         assert stage in proc.stdout
@@ -179,3 +197,20 @@ def test_resuming_a_finished_run_does_nothing(full_run):
     proc = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.parquet")} == mtimes
+
+
+def test_every_run_writes_a_report_that_chromium_renders_with_every_image(full_run, tmp_path):
+    from regene_search.results import RunPaths
+
+    from .browser import check_page
+
+    run_dir, proc, _ = full_run
+    page = run_dir / "report.html"
+    assert page.exists() and page.stat().st_mtime >= (run_dir / "evaluation.parquet").stat().st_mtime  # written at the run's end
+    check = check_page(page)
+    figures = [f for f in RunPaths(run_dir).dir.files() if f.relative_to(run_dir).startswith("figures/") and f.name.endswith(".png")]
+    assert check.images == len(figures) >= 10 and check.broken_images == []
+    assert check.console_errors == [] and check.page_errors == [] and check.requests == []
+    for heading in ("Stages", "Search", "Promoted encoder", "Generations against the paper's bar", "By class, weakest first", "Evaluation"):
+        assert heading in check.text, heading
+    (tmp_path / "report.png").write_bytes(check.screenshot)

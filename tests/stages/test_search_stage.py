@@ -107,10 +107,19 @@ def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_
         fronts[where.scheme] = json.loads(proc.stdout)
         assert fronts[where.scheme].pop("run_dir") == str(where)
     assert fronts["s3"] == fronts[""]
-    show = subprocess.run([*CLI, "show", str(remote)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    show = subprocess.run([*CLI, "show", str(remote), "--detail"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert show.returncode == 0, show.stderr
     assert str(remote) in show.stdout and "trials.parquet: 4 rows" in show.stdout
     assert "section 4.2 figure (probe decoder MAE against depth, latent size, sparsity): figures/probe-mae.png" in show.stdout
+    summaries = {}
+    for where in (local, remote):
+        proc = subprocess.run([*CLI, "show", str(where), "--json"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        summaries[where.scheme] = {k: v for k, v in json.loads(proc.stdout).items() if k not in ("run_dir", "report", "warnings")}
+    assert summaries["s3"] == summaries[""] and summaries[""]["search"]["trials"] == 4
+    page = subprocess.run([*CLI, "report", str(remote)], capture_output=True, text=True, timeout=120)
+    assert page.returncode == 0, page.stderr
+    assert (remote / "report.html").read_bytes().startswith(b"<!DOCTYPE html>")
 
 
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path):
