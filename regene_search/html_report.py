@@ -20,6 +20,7 @@ from .search.pareto import OBJECTIVES
 from .storage import Location
 from .summary import OBJECTIVE_LABELS, PAPER_BAR, run_summary
 
+_NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?[✓✗%])?|—|")  # right-aligned when a whole column is numbers
 _MEDIA = {".png": "image/png", ".svg": "image/svg+xml"}
 # Run-level figures in page order, with what each shows.
 RUN_FIGURES = {
@@ -44,8 +45,8 @@ CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1280px; padding: 1em 2em; color: #1b1b1b; }
 h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.6em; }
 .context { color: #555; }
-table { border-collapse: collapse; margin: 0.6em 0; } td, th { padding: 2px 10px; border-bottom: 1px solid #eee; text-align: right; }
-td:first-child, th:first-child { text-align: left; }
+table { border-collapse: collapse; margin: 0.6em 0; } td, th { padding: 2px 10px; border-bottom: 1px solid #eee; text-align: left; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
 .done { color: #137333; } .failed { color: #b3261e; } .interrupted, .running { color: #9a6700; } .missing { color: #888; }
 .warnings { background: #fff4e5; border-left: 4px solid #e8a33d; padding: 0.5em 1em; }
@@ -91,8 +92,9 @@ def _e(value: Any) -> str:
 def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
     """A table; cells are escaped unless `raw` (cells already HTML)."""
     cell = (lambda c: c) if raw else _e
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    numeric = [bool(rows) and all(_NUMBER.fullmatch(re.sub(r"<[^>]*>", "", str(row[i]))) for row in rows) for i in range(len(header))]
+    head = "".join(f"<th{' class=num' if numeric[i] else ''}>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if numeric[i] else ''}>{cell(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
