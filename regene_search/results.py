@@ -146,6 +146,11 @@ class RunPaths:
     lock = property(lambda self: self.dir / ".lock")
     # The paper's section 4.2 as a figure: probe decoder MAE against depth, latent size, sparsity.
     probe_mae_figure = property(lambda self: self.figures / "probe-mae.png")
+    # The figures each stage draws from its tables (plots.py); docs/results.md says what each shows.
+    front_figure = property(lambda self: self.figures / "front.png")
+    learning_curves_figure = property(lambda self: self.figures / "learning-curves.png")
+    hypervolume_figure = property(lambda self: self.figures / "hypervolume.png")
+    decoder_curves_figure = property(lambda self: self.figures / "decoder-curves.png")
     # Shared by every run of the dataset under the same root (the neutral classifier's cache).
     dataset_dir = property(lambda self: self.dir.parent)
 
@@ -164,6 +169,18 @@ class RunPaths:
 
     def novelty_figure(self, trial_id: str) -> Location:
         return self.inside(f"figures/{trial_id}/novelty.png")
+
+    def reconstructions_figure(self, trial_id: str) -> Location:
+        return self.inside(f"figures/{trial_id}/reconstructions.png")
+
+    def acceptance_figure(self, trial_id: str) -> Location:
+        return self.inside(f"figures/{trial_id}/acceptance.png")
+
+    def filter_scatter_figure(self, trial_id: str) -> Location:
+        return self.inside(f"figures/{trial_id}/filter-scatter.png")
+
+    def rejected_figure(self, trial_id: str) -> Location:
+        return self.inside(f"figures/{trial_id}/rejected.png")
 
     def neutral_checkpoint(self, key: str) -> Location:
         """The neutral classifier cached for every run of this dataset under the same root, by its recipe's key."""

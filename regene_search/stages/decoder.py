@@ -22,6 +22,7 @@ GPU when the cluster has one); without Ray it trains in-process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +36,9 @@ from pytorch_msssim import ssim
 from rich.markup import escape
 from torch import nn
 
+from .. import plots
 from ..data.dataset import ImageData
+from ..figures import grid_png
 from ..models import Decoder, DecoderConfig, load_classifier
 from ..results import table_from_rows, write_parquet
 from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, lr_schedule, on_device, pick_device, run_tasks, save_checkpoint, to_float
@@ -229,6 +232,23 @@ def encoder_state(path: Location) -> dict[str, Any]:
     return {k: state[k] for k in ("format", "encoder_config", "model")}
 
 
+def reconstruction_sample(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of `count` images taking the classes in turn: the first of each class, then the second, ..."""
+    members = [(labels == c).nonzero().squeeze(1) for c in labels.unique(sorted=True)]
+    picked = [m[i] for i in range(max((len(m) for m in members), default=0)) for m in members if i < len(m)]
+    return torch.stack(picked[:count]) if picked else torch.zeros(0, dtype=torch.int64)
+
+
+def write_reconstructions(data: ImageData, encoder_state: dict[str, Any], checkpoint: dict[str, Any], path: Location) -> None:
+    """Test images (top row) above their reconstructions by the trained decoder (bottom row), a PNG;
+    an image of each class, at least 8 and at most 20. On the CPU: a few images, after the training."""
+    device = torch.device("cpu")
+    index = reconstruction_sample(data.test_y, max(8, min(20, data.num_classes)))
+    images = data.test_x[index]
+    decoded = decode_all(load_decoder(checkpoint, device), encode_all(load_classifier(encoder_state, device), images, device), device)
+    path.write_bytes(grid_png([list(images), list(decoded)], row_labels=["test", "decoded"]))
+
+
 def decoder_stage(ctx: StageContext) -> dict[str, Any]:
     checkpoints = ctx.promoted_checkpoints()
     training = DecoderTraining(epochs=ctx.spec.resolved_budget.decoder_epochs, base_width=ctx.spec.decoder_width, seed=ctx.spec.seed)
@@ -246,4 +266,9 @@ def decoder_stage(ctx: StageContext) -> dict[str, Any]:
         summary[trial_id] = {"val_mae": last["val_mae"], "val_ssim": last["val_ssim"], "seconds": sum(r["seconds"] for r in rows)}
         ctx.console.print(f"decoder {trial_id}: val MAE {last['val_mae']:.4f}, val SSIM {last['val_ssim']:.3f}")
     write_parquet(table_from_rows(all_rows, DECODER_COLUMNS), ctx.paths.decoder)
+    # Figures last: the decoders and their table are saved whatever a figure does.
+    name = ctx.paths.dir.name
+    figures = [(ctx.paths.decoder_curves_figure, lambda p: plots.plot_decoder_curves(all_rows, p, title=f"{name}: decoder training per promoted encoder"))]
+    figures += [(ctx.paths.reconstructions_figure(t), functools.partial(write_reconstructions, ctx.data, jobs[t], checkpoint)) for t, (checkpoint, _) in zip(jobs, results)]
+    plots.save_each(figures, ctx.say)
     return {"perceptual_backbone": backbone["name"], "perceptual_source": source, "epochs": training.epochs, "decoders": summary}

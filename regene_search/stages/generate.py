@@ -33,6 +33,7 @@ import pyarrow as pa
 import torch
 from rich.markup import escape
 
+from .. import plots
 from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
 from ..models import Classifier, load_classifier
@@ -304,4 +305,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
         )
         all_rows += rows
     write_parquet(table_from_rows(all_rows, GENERATION_COLUMNS), ctx.paths.generations)
+    for trial_id, info in summary.items():  # figures last: the generations are saved whatever a figure does
+        mine = [r for r in all_rows if r["trial_id"] == trial_id]
+        info["figures"] += [path.relative_to(ctx.paths.dir) for path in plots.save_each(plots.generation_figures(ctx.paths, trial_id, mine), ctx.say)]
     return {"weights": settings.weights, "ns": list(settings.ns), "per_class": settings.per_class, "trials": summary}

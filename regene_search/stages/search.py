@@ -7,6 +7,7 @@ import math
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ray import tune
 
 from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
 from ..data.dataset import ImageData
-from ..plots import plot_probe_mae
+from .. import plots
 from ..results import (
     HISTORY_COLUMNS,
     HYPERVOLUME_COLUMNS,
@@ -274,6 +275,7 @@ def search_stage(
     promotion: Promotion,
     scheduler: tune.schedulers.TrialScheduler | None = None,
     trackers: list[tune.Callback] = (),
+    say: Callable[[str], None] = print,
 ) -> SearchSummary:
     callbacks = [LiveProgress(settings.trials, LiveTables(paths, budget)), DiskWatch(paths.dir), *trackers]
     callbacks += [StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else []
@@ -304,7 +306,7 @@ def search_stage(
         copy_promoted(trials, promoted, paths)
     write_tables(trials, history, pareto, hv, paths)
     study.sync(paths)
-    plot_probe_mae(trials, paths.probe_mae_figure, promoted=promoted, title=f"{paths.dir.name}: probe decoder MAE against depth, latent size and sparsity")
+    plots.save_each(plots.search_figures(paths, trials, history, pareto, hv, promoted), say)
     final_hv = hv[-1]["hypervolume"] if hv else 0.0
     return SearchSummary(
         trials=len(trials),
@@ -347,6 +349,7 @@ def run_search_stage(ctx: StageContext) -> dict[str, Any]:
         promotion=Promotion(method=spec.promote, weights=spec.promote_weights, k=spec.promote_top),
         scheduler=make_scheduler(spec),
         trackers=trial_callbacks(spec.mlflow, study.study_name(ctx.paths)),
+        say=ctx.say,
     )
     ctx.console.print(
         f"search: {summary.completed}/{summary.trials} trials completed, front {summary.front_size}, "

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from regene_search.errors import UserError
-from regene_search.stages.decoder import DecoderTraining, decode_all, load_decoder, perceptual_backbone, train_decoder
+from regene_search.stages.decoder import DecoderTraining, decode_all, load_decoder, perceptual_backbone, reconstruction_sample, train_decoder, write_reconstructions
 from regene_search.stages.losses import (
     NEUTRAL_BACKBONE,
     VGG_BACKBONE,
@@ -24,6 +25,7 @@ from regene_search.stages.losses import (
 from regene_search.stages.neutral import NeutralConfig, NeutralResNet, NeutralTraining, train_neutral
 from regene_search.models import load_classifier
 from regene_search.runtime import encode_all
+from regene_search.storage import Location
 
 
 def test_schedule_starts_high_decays_to_the_end_values_and_keeps_mae_constant():
@@ -95,7 +97,7 @@ def test_neutral_resnet_shapes_and_depth_validation():
         NeutralConfig(image_size=28, channels=1, num_classes=10, depth=10)
 
 
-def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_checkpoint, cpu_threads):
+def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_checkpoint, cpu_threads, tmp_path):
     data = mnist_2k.subset(train=256, val=128, seed=1)
     neutral = train_neutral(data, NeutralConfig(28, 1, 10, depth=8), NeutralTraining(epochs=1))
     training = DecoderTraining(epochs=4, batch_size=32, lr=3e-3)
@@ -114,3 +116,18 @@ def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_
     images = decode_all(decoder, latents, torch.device("cpu"))
     assert images.dtype == torch.uint8 and images.shape == (8, 1, 28, 28)
     assert checkpoint["encoder_trial_id"] == "t1" and checkpoint["decoder_config"]["base_width"] == 16
+
+    # figures/TRIAL/reconstructions.png: a test image of each class (top row) above its reconstruction.
+    path = Location.of(tmp_path / "reconstructions.png")
+    write_reconstructions(data, encoder_checkpoint, torch.load(io.BytesIO(buffer.getvalue()), weights_only=True), path)
+    with Image.open(io.BytesIO(path.read_bytes())) as picture:
+        assert picture.format == "PNG" and picture.height == 2 + 2 * (56 + 2) and picture.width > 10 * (56 + 2)
+        picture = picture.convert("L")
+        first = picture.width - 10 * (56 + 2)  # ten 28 px images at scale 2, 2 px apart, labels to their left
+        shown = torch.tensor([[picture.getpixel((first + 2 * x, 2 + 2 * y)) for x in range(28)] for y in range(28)], dtype=torch.uint8)
+    assert torch.equal(shown, data.test_x[reconstruction_sample(data.test_y, 10)[0], 0])
+
+
+def test_reconstruction_sample_takes_the_classes_in_turn():
+    assert reconstruction_sample(torch.tensor([1, 1, 0, 2, 0]), 4).tolist() == [2, 0, 3, 4]
+    assert reconstruction_sample(torch.tensor([1, 1, 0]), 8).tolist() == [2, 0, 1]
