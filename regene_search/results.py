@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import TRIAL_FIELD_TYPES
 from .data.names import DatasetRef
 from .errors import RunDirError, UserError
 from .storage import Location
@@ -23,8 +24,26 @@ from .storage import Location
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NEUTRAL_CACHE = "_neutral"
 
-# Fixed columns of each table; `trials.parquet` adds one `param_<name>` column per hyperparameter.
-TRIAL_COLUMNS = pa.schema(
+# Every table of a run starts with `run`, the run's name (its folder's last component), so the
+# tables of several runs concatenate and still say which run each row came from.
+RUN_COLUMN = pa.field("run", pa.string())
+
+
+def run_schema(fields: list[tuple[str, pa.DataType]], *, nullable_ints: tuple[str, ...] = ()) -> pa.Schema:
+    """A run table's columns: `run`, then `fields`. `nullable_ints` get the pandas metadata that
+    `pa.Table.from_pandas` writes for an `Int64` column, so a plain `pd.read_parquet` gives them
+    pandas' nullable Int64 (null as <NA>) instead of float64 with NaN."""
+    schema = pa.schema([RUN_COLUMN, *fields])
+    if not nullable_ints:
+        return schema
+    columns = [{"name": n, "field_name": n, "pandas_type": "int64", "numpy_type": "Int64", "metadata": None} for n in nullable_ints]
+    return schema.with_metadata({"pandas": json.dumps({"index_columns": [], "column_indexes": [], "columns": columns})})
+
+
+# The fixed columns of every Parquet file of a run, each documented in docs/results.md (a test
+# holds the two together); `trials.parquet` adds one `param_<name>` column per hyperparameter.
+UTC_MS = pa.timestamp("ms", tz="UTC")
+TRIAL_COLUMNS = run_schema(
     [
         ("trial_id", pa.string()),
         ("status", pa.string()),
@@ -36,13 +55,15 @@ TRIAL_COLUMNS = pa.schema(
         ("host", pa.string()),
         ("node_ip", pa.string()),
         ("seconds", pa.float64()),
+        ("started", UTC_MS),
+        ("finished", UTC_MS),
         ("checkpoint", pa.string()),
         ("error", pa.string()),
         ("stop_reason", pa.string()),
         ("optuna_trial", pa.int64()),
     ]
 )
-HISTORY_COLUMNS = pa.schema(
+HISTORY_COLUMNS = run_schema(
     [
         ("trial_id", pa.string()),
         ("epoch", pa.int64()),
@@ -58,7 +79,7 @@ HISTORY_COLUMNS = pa.schema(
         ("timestamp", pa.float64()),
     ]
 )
-PARETO_COLUMNS = pa.schema(
+PARETO_COLUMNS = run_schema(
     [
         ("trial_id", pa.string()),
         ("accuracy", pa.float64()),
@@ -73,13 +94,89 @@ PARETO_COLUMNS = pa.schema(
         ("promotion_order", pa.int64()),
     ]
 )
-HYPERVOLUME_COLUMNS = pa.schema(
+HYPERVOLUME_COLUMNS = run_schema(
     [
         ("completed", pa.int64()),
         ("trial_id", pa.string()),
         ("hypervolume", pa.float64()),
     ]
 )
+DECODER_COLUMNS = run_schema(
+    [
+        ("trial_id", pa.string()),
+        ("epoch", pa.int64()),
+        ("loss_mae", pa.float64()),
+        ("loss_ssim", pa.float64()),
+        ("loss_perceptual", pa.float64()),
+        ("loss_total", pa.float64()),
+        ("w_mae", pa.float64()),
+        ("w_ssim", pa.float64()),
+        ("w_perceptual", pa.float64()),
+        ("val_mae", pa.float64()),
+        ("val_ssim", pa.float64()),
+        ("perceptual_backbone", pa.string()),
+        ("seconds", pa.float64()),
+    ]
+)
+GENERATION_COLUMNS = run_schema(
+    [
+        ("trial_id", pa.string()),
+        ("class", pa.int64()),
+        ("class_name", pa.string()),
+        ("n", pa.int64()),
+        ("source_indices", pa.list_(pa.int64())),
+        ("weights", pa.list_(pa.float64())),
+        ("latent_confidence", pa.float64()),
+        ("image_confidence", pa.float64()),
+        ("threshold", pa.float64()),
+        ("accepted", pa.bool_()),
+        ("image_png", pa.binary()),
+    ]
+)
+# `scope` names what a metric aggregates over, so no reader has to read meaning into nulls.
+EVALUATION_SCOPES = ("run", "n", "class", "n_class")
+EVALUATION_COLUMNS = run_schema(
+    [
+        ("dataset", pa.string()),
+        ("trial_id", pa.string()),
+        ("scope", pa.string()),
+        ("n", pa.int64()),
+        ("class", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ],
+    nullable_ints=("n", "class"),
+)
+PROXY_COLUMNS = run_schema(
+    [
+        ("dataset", pa.string()),
+        ("proxy", pa.string()),
+        ("proxy_better", pa.string()),
+        ("downstream", pa.string()),
+        ("downstream_better", pa.string()),
+        ("k", pa.int64()),
+        ("kendall_tau", pa.float64()),
+        ("spearman_rho", pa.float64()),
+        ("orientation", pa.int64()),
+        ("trial_ids", pa.list_(pa.string())),
+    ]
+)
+_PARAM_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+# trials.parquet's columns: the fixed ones, then `param_<name>` of every hyperparameter (`TrialConfig`).
+TRIAL_SCHEMA = pa.schema(list(TRIAL_COLUMNS) + [pa.field(f"param_{name}", _PARAM_TYPES[kind]) for name, kind in TRIAL_FIELD_TYPES.items()])
+
+
+# Every Parquet file of a run -> its columns.
+TABLES = {
+    "trials.parquet": TRIAL_SCHEMA,
+    "history.parquet": HISTORY_COLUMNS,
+    "pareto.parquet": PARETO_COLUMNS,
+    "hypervolume.parquet": HYPERVOLUME_COLUMNS,
+    "decoder.parquet": DECODER_COLUMNS,
+    "generations.parquet": GENERATION_COLUMNS,
+    "evaluation.parquet": EVALUATION_COLUMNS,
+    "proxy.parquet": PROXY_COLUMNS,
+}
 
 
 def validate_run_name(name: str) -> str:
@@ -185,6 +282,19 @@ class RunPaths:
     def neutral_checkpoint(self, key: str) -> Location:
         """The neutral classifier cached for every run of this dataset under the same root, by its recipe's key."""
         return self.dataset_dir / NEUTRAL_CACHE / f"neutral-{key}.pt"
+
+    @property
+    def name(self) -> str:
+        """The run's name: the run folder's last component (`ROOT/DATASET/NAME`)."""
+        return self.dir.name
+
+    def write_table(self, rows: list[dict[str, Any]], schema: pa.Schema, target: Location) -> None:
+        """Write one of the run's tables (`schema`, which starts with `run`), atomically; every row's
+        `run` is this run's name. The one place run tables are written, so each carries its run."""
+        if schema.field(0) != RUN_COLUMN:
+            raise ValueError(f"a run table's schema starts with {RUN_COLUMN}, not {schema.field(0)}")
+        table = table_from_rows(rows, schema)
+        write_parquet(table.set_column(0, RUN_COLUMN, pa.repeat(pa.scalar(self.name, pa.string()), len(table))), target)
 
     def inside(self, path: str | os.PathLike) -> Location:
         """`path` under the run folder, guaranteed to stay inside it."""
@@ -318,4 +428,5 @@ def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     extra = list(dict.fromkeys(k for row in rows for k in row if k not in known))
     columns = {name: [row.get(name) for row in rows] for name in schema.names + extra}
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema] + [pa.array(columns[name]) for name in extra]
-    return pa.Table.from_arrays(arrays, names=schema.names + extra)
+    fields = list(schema) + [pa.field(name, array.type) for name, array in zip(extra, arrays[len(schema) :])]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=schema.metadata))  # keeps the pandas metadata

@@ -88,6 +88,7 @@ class SmokeRun:
     mid_search: subprocess.CompletedProcess | None  # `pareto RUN` once the live tables held a trial
     still_searching: bool  # ... and the search was still running when it had printed
     mlflow_uri: str
+    live_tables: dict[str, bytes]  # the search's Parquet files as they were at that moment
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +109,7 @@ def smoke_search_run(tmp_path_factory) -> SmokeRun:
     output = tmp_path_factory.mktemp("output")
     env = {**os.environ, "COLUMNS": "120", "REGENE_SEARCH_PROGRESS_SECONDS": "5", "REGENE_SEARCH_TABLE_SECONDS": "1"}
     started = time.monotonic()
-    mid_search, still_searching = None, False
+    mid_search, still_searching, live_tables = None, False, {}
     with (output / "stdout").open("w") as stdout, (output / "stderr").open("w") as stderr:
         proc = subprocess.Popen(
             [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--stages", "search", "--trials", "4",
@@ -118,6 +119,7 @@ def smoke_search_run(tmp_path_factory) -> SmokeRun:
         try:
             while proc.poll() is None and time.monotonic() - started < 900:
                 if mid_search is None and (run_dir / "pareto.parquet").exists() and not (run_dir / "checkpoints").exists():
+                    live_tables = {name: (run_dir / name).read_bytes() for name in ("trials.parquet", "history.parquet", "pareto.parquet", "hypervolume.parquet")}
                     mid_search = subprocess.run([*CLI, "pareto", str(run_dir)], capture_output=True, text=True, timeout=120, env=env)
                     still_searching = json.loads((run_dir / "stages.json").read_text())["search"]["status"] == "running"
                 time.sleep(0.5)
@@ -128,7 +130,7 @@ def smoke_search_run(tmp_path_factory) -> SmokeRun:
     seconds = time.monotonic() - started
     completed = subprocess.CompletedProcess(proc.args, proc.returncode, (output / "stdout").read_text(), (output / "stderr").read_text())
     assert proc.returncode == 0, completed.stderr[-3000:]
-    return SmokeRun(run_dir, completed, seconds, mid_search, still_searching, mlflow_uri)
+    return SmokeRun(run_dir, completed, seconds, mid_search, still_searching, mlflow_uri, live_tables)
 
 
 def new_run_folder(root, dataset: str, name: str):

@@ -12,10 +12,12 @@ import tempfile
 import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from regene_search.stages.proxy import DOWNSTREAM, PROXIES, PROXY_COLUMNS
+from regene_search.results import EVALUATION_COLUMNS, PROXY_COLUMNS, TABLES
+from regene_search.stages.proxy import DOWNSTREAM, PROXIES
 
 from .conftest import CLI, needs_mnist
 from .raycleanup import stop_ray_processes
@@ -126,6 +128,14 @@ def test_resume_skips_the_finished_search(full_run):
     assert all(stages[s]["status"] == "done" for s in ("search", "decoder", "generate", "evaluate"))
 
 
+def test_every_table_has_its_documented_schema_and_names_its_run(full_run):
+    run_dir, _, _ = full_run
+    for name, schema in TABLES.items():  # the schemas docs/results.md documents (tests/test_docs_schemas.py)
+        assert pq.read_schema(run_dir / name) == schema, name
+        assert set(pq.read_table(run_dir / name, columns=["run"]).column("run").to_pylist()) == {"smoke"}, name
+    assert pq.read_schema(run_dir / "evaluation.parquet").metadata == EVALUATION_COLUMNS.metadata  # n, class: pandas Int64
+
+
 def first_promoted(run_dir) -> str:
     pareto = pd.read_parquet(run_dir / "pareto.parquet")
     return pareto.loc[pareto["promotion_order"] == 1, "trial_id"].item()
@@ -135,7 +145,7 @@ def test_generations_pass_the_papers_bar_on_the_neutral_classifier(full_run):
     run_dir, _, _ = full_run
     knee = first_promoted(run_dir)
     evaluation = pd.read_parquet(run_dir / "evaluation.parquet")
-    overall = evaluation[(evaluation["metric"] == "neutral_acc_gen") & evaluation["n"].isna() & evaluation["class"].isna()]
+    overall = evaluation[(evaluation["metric"] == "neutral_acc_gen") & (evaluation["scope"] == "run")]
     assert len(overall) == 3 and overall.loc[overall["trial_id"] == knee, "value"].item() >= 0.9
     fids = set(evaluation["metric"])
     assert {"fid_neutral_org_gen", "fid_neutral_org_recon", "fid_neutral_recon_gen"} <= fids

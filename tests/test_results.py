@@ -4,13 +4,20 @@ import socket
 import subprocess
 from pathlib import Path
 
+import duckdb
+import pandas as pd
+import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from regene_search.data.names import DatasetRef
 from regene_search.errors import RunDirError, UserError
 from regene_search.results import (
+    EVALUATION_COLUMNS,
+    EVALUATION_SCOPES,
     HISTORY_COLUMNS,
+    TABLES,
     RunPaths,
     parquet_rows,
     run_lock,
@@ -20,6 +27,7 @@ from regene_search.results import (
     write_json,
     write_parquet,
 )
+from regene_search.stages.evaluate import Metrics
 
 from .conftest import new_run_folder
 
@@ -92,6 +100,54 @@ def test_table_from_rows_keeps_schema_types_even_for_missing_values():
     assert table.schema.field("accuracy").type == pa.float64()
     assert table.column("accuracy").null_count == 2
     assert table.column_names[-1] == "extra"
+
+
+def test_every_run_table_starts_with_the_runs_name(tmp_path):
+    paths = new_run_folder(tmp_path, "mnist", "night-7")
+    for name, schema in TABLES.items():
+        target = paths.dir / name
+        paths.write_table([{}, {"extra": 1.5}], schema, target)
+        table = read_parquet(target)
+        assert table.schema.names == [*schema.names, "extra"] and table.select(schema.names).schema == schema, name
+        assert table.schema.metadata == schema.metadata, name  # the pandas metadata of evaluation.parquet
+        assert table.column("run").to_pylist() == ["night-7", "night-7"], name
+        paths.write_table([], schema, target)
+        assert read_parquet(target).schema == schema and read_parquet(target).num_rows == 0, name
+    with pytest.raises(ValueError, match="starts with"):
+        paths.write_table([], pa.schema([("trial_id", pa.string())]), paths.trials)
+
+
+def evaluation_rows() -> list[dict]:
+    """Rows the evaluate stage's `Metrics` makes, one of each scope, with null trial_id, n and class."""
+    m = Metrics("mnist")
+    m.add("neutral_test_accuracy", 0.97)
+    m.add("accept_rate", 0.8, trial_id="t1")
+    m.add("accept_rate", 0.7, trial_id="t1", n=2)
+    m.add("neutral_acc_gen", 0.9, trial_id="t1", cls=3)
+    m.add("accept_rate", 0.6, trial_id="t1", n=2, cls=3)
+    m.add("accepted_count", 12, trial_id="t1", n=3)
+    return m.rows
+
+
+def test_evaluation_reads_back_with_nullable_integers_and_a_scope_for_every_row(tmp_path):
+    paths = new_run_folder(tmp_path, "mnist", "r")
+    paths.write_table(evaluation_rows(), EVALUATION_COLUMNS, paths.evaluation)
+    frame = pd.read_parquet(tmp_path / "mnist" / "r" / "evaluation.parquet")  # plain pandas, no hints
+    assert frame["n"].dtype == "Int64" and frame["class"].dtype == "Int64", frame.dtypes
+    assert frame["n"].tolist() == [pd.NA, pd.NA, 2, pd.NA, 2, 3] and frame["class"].isna().tolist() == [True, True, True, False, False, True]
+    assert frame["scope"].tolist() == ["run", "run", "n", "class", "n_class", "n"] and set(frame["scope"]) == set(EVALUATION_SCOPES)
+    # Nulls in n and class no longer carry the meaning: a pivot over scope keeps every row.
+    pivot = frame.pivot_table(index="scope", columns="metric", values="value", aggfunc="size")
+    assert pivot.sum().sum() == len(frame) == 6
+    assert pl.read_parquet(paths.evaluation.path)["n"].dtype == pl.Int64
+    assert duckdb.sql(f"select count(*) from '{paths.evaluation.path}' where scope = 'run' and n is null").fetchall() == [(2,)]
+
+
+def test_nullable_int_metadata_is_what_pandas_itself_writes():
+    frame = pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "class": pd.array([None, 2], dtype="Int64")})
+    theirs = json.loads(pa.Table.from_pandas(frame, preserve_index=False).schema.metadata[b"pandas"])
+    ours = json.loads(EVALUATION_COLUMNS.metadata[b"pandas"])
+    assert ours["columns"] == theirs["columns"] and ours["index_columns"] == theirs["index_columns"] == []
 
 
 def test_dataset_folder_names():

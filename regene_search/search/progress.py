@@ -24,6 +24,9 @@ from .pareto import MODES, OBJECTIVES, hypervolume, to_minimisation
 PROGRESS_SECONDS = float(os.environ.get("REGENE_SEARCH_PROGRESS_SECONDS", "30"))
 TABLE_SECONDS = float(os.environ.get("REGENE_SEARCH_TABLE_SECONDS", "10"))
 
+# What is kept of each report: history.parquet's columns, and Tune's clock (trials' start times).
+KEPT = [name for name in HISTORY_COLUMNS.names if name != "run"] + ["time_total_s"]
+
 # Called with Tune's trials and every trial's reports by epoch; writes the live tables.
 TablesWriter = Callable[[list, dict[str, dict[int, dict[str, Any]]]], None]
 
@@ -92,7 +95,7 @@ class LiveProgress(tune.Callback):
         if point is not None:
             self.latest[trial.trial_id] = point
         if isinstance(result.get("epoch"), int) and not result.get("diverged"):
-            self.history.setdefault(trial.trial_id, {})[result["epoch"]] = {k: result.get(k) for k in HISTORY_COLUMNS.names}
+            self.history.setdefault(trial.trial_id, {})[result["epoch"]] = {k: result.get(k) for k in KEPT}
         self.tables_due = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:

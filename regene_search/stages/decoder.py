@@ -6,17 +6,8 @@ decodes the same as the combination of the standardised latents, and `LatentDeco
 Each encoder's decoder trains in its own Ray task with the trial resources (so it lands on a
 GPU when the cluster has one); without Ray it trains in-process.
 
-`decoder.parquet`, one row per (trial_id, epoch), columns `DECODER_COLUMNS`:
-  trial_id            encoder trial the decoder belongs to
-  epoch               1-based epoch
-  loss_mae            mean training MAE (pixels in [0, 1]) over the epoch
-  loss_ssim           mean training 1 - SSIM
-  loss_perceptual     mean training perceptual loss (relative feature MSE, see losses.py)
-  loss_total          mean weighted sum actually minimised
-  w_mae, w_ssim, w_perceptual   loss weights used this epoch (`LossSchedule`)
-  val_mae, val_ssim   MAE and SSIM of reconstructions of the validation split after the epoch
-  perceptual_backbone "vgg16-imagenet" or "neutral-resnet"
-  seconds             wall time of the epoch (training and validation)
+`decoder.parquet` has one row per (trial_id, epoch), columns `DECODER_COLUMNS` (results.py),
+each described in docs/results.md.
 """
 
 from __future__ import annotations
@@ -29,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
@@ -40,7 +30,7 @@ from .. import plots
 from ..data.dataset import ImageData
 from ..figures import grid_png
 from ..models import Decoder, DecoderConfig, load_classifier
-from ..results import table_from_rows, write_parquet
+from ..results import DECODER_COLUMNS
 from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, lr_schedule, on_device, pick_device, run_tasks, save_checkpoint, to_float
 from ..storage import Location
 from .context import StageContext
@@ -52,23 +42,6 @@ DECODER_FORMAT = "regene-search/decoder-v1"
 # CPU (measured: val MAE 0.052 vs 0.049 at 32, 2.6x faster); colour images get more.
 WIDTH_BY_SIZE = {28: 16, 32: 32, 64: 64}
 WARMUP_FRACTION = 0.125
-DECODER_COLUMNS = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("epoch", pa.int64()),
-        ("loss_mae", pa.float64()),
-        ("loss_ssim", pa.float64()),
-        ("loss_perceptual", pa.float64()),
-        ("loss_total", pa.float64()),
-        ("w_mae", pa.float64()),
-        ("w_ssim", pa.float64()),
-        ("w_perceptual", pa.float64()),
-        ("val_mae", pa.float64()),
-        ("val_ssim", pa.float64()),
-        ("perceptual_backbone", pa.string()),
-        ("seconds", pa.float64()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -265,7 +238,7 @@ def decoder_stage(ctx: StageContext) -> dict[str, Any]:
         last = rows[-1]
         summary[trial_id] = {"val_mae": last["val_mae"], "val_ssim": last["val_ssim"], "seconds": sum(r["seconds"] for r in rows)}
         ctx.console.print(f"decoder {trial_id}: val MAE {last['val_mae']:.4f}, val SSIM {last['val_ssim']:.3f}")
-    write_parquet(table_from_rows(all_rows, DECODER_COLUMNS), ctx.paths.decoder)
+    ctx.paths.write_table(all_rows, DECODER_COLUMNS, ctx.paths.decoder)
     # Figures last: the decoders and their table are saved whatever a figure does.
     name = ctx.paths.dir.name
     figures = [(ctx.paths.decoder_curves_figure, lambda p: plots.plot_decoder_curves(all_rows, p, title=f"{name}: decoder training per promoted encoder"))]

@@ -5,27 +5,9 @@ Gen = the accepted generations of `generations.parquet`. Features for the in-dom
 from the neutral ResNet (`neutral.py`), never the ReGene classifier, which would be circular;
 Inception FID is added when `--inception-weights` is given.
 
-`evaluation.parquet`, one row per metric, columns `EVALUATION_COLUMNS`: dataset, trial_id
-(encoder trial; null for `neutral_test_accuracy`), n (null when not per n), class (null when
-not per class), metric, value. Metrics:
-  neutral_test_accuracy           neutral classifier's accuracy on the test split
-  accept_rate                     share of generations passing the two-step filter (per trial, n, class)
-  accepted_count                  number of accepted generations (per trial, n)
-  neutral_acc_gen                 neutral accuracy on accepted generations, their class as label
-                                  (per trial; per n; per class; per n and class) -- the paper's >= 0.9
-  neutral_acc_recon               neutral accuracy on Recon
-  recon_mae, recon_ssim           pixel MAE and SSIM of Recon against Org
-  fid_neutral_org_gen             in-domain FID (neutral penultimate features), Org vs Gen (all n; per n)
-  fid_neutral_org_recon           in-domain FID, Org vs Recon
-  fid_neutral_recon_gen           in-domain FID, Recon vs Gen (all n; per n)
-  fid_inception_org_gen, fid_inception_org_recon, fid_inception_recon_gen
-                                  the same on Inception-v3 pool features (only with weights; at most
-                                  `inception_images` images per set, a seeded sample)
-  novelty_nn_l2_mean, novelty_nn_l2_min       pixel L2 distance ([0, 1] pixels) from a sample of accepted
-                                  generations to their nearest training image (0 would be a copy)
-  novelty_nn_ssim_mean, novelty_nn_ssim_max   SSIM to that nearest training image (1 would be a copy)
-  novelty_test_nn_l2_mean, novelty_test_nn_ssim_mean   the same for test images: how close genuinely
-                                  new images of the dataset come to the training set, for scale
+`evaluation.parquet` has one row per metric, columns `EVALUATION_COLUMNS` (results.py); every
+column and every metric is described in docs/results.md. `scope` says what a row aggregates over:
+`run` (all n and classes), `n`, `class`, or `n_class`.
 
 Last, with >= 3 promoted encoders, `proxy.py` writes `proxy.parquet`: how well each search-time
 score ranks the encoders the way these results (and the decoder's) do.
@@ -43,7 +25,7 @@ from pytorch_msssim import ssim
 from ..errors import UserError
 from ..figures import decode_png, grid_png
 from ..models import load_classifier
-from ..results import read_parquet, table_from_rows, write_bytes, write_parquet
+from ..results import EVALUATION_COLUMNS, read_parquet, write_bytes
 from ..runtime import concat, encode_all, infer, load_checkpoint, pick_device, to_float
 from .context import StageContext
 from .decoder import decode_all, load_decoder
@@ -52,16 +34,6 @@ from .losses import ssim_window
 from .neutral import NeutralResNet, ensure_neutral, load_neutral, predict
 from .proxy import headline_rows, verdict, write_agreement
 
-EVALUATION_COLUMNS = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("trial_id", pa.string()),
-        ("n", pa.int64()),
-        ("class", pa.int64()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
 NN_CHUNK = 4096
 
 
@@ -134,7 +106,8 @@ class Metrics:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, metric: str, value: float, *, trial_id: str | None = None, n: int | None = None, cls: int | None = None) -> float:
-        self.rows.append({"dataset": self.dataset, "trial_id": trial_id, "n": n, "class": cls, "metric": metric, "value": float(value)})
+        scope = ("n_class" if cls is not None else "n") if n is not None else ("class" if cls is not None else "run")
+        self.rows.append({"dataset": self.dataset, "trial_id": trial_id, "scope": scope, "n": n, "class": cls, "metric": metric, "value": float(value)})
         return float(value)
 
 
@@ -277,7 +250,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
             f"in-domain FID org/gen {summary.get('fid_neutral_org_gen', float('nan')):.2f}, "
             f"org/recon {summary['fid_neutral_org_recon']:.2f}, recon/gen {summary.get('fid_neutral_recon_gen', float('nan')):.2f}"
         )
-    write_parquet(table_from_rows(m.rows, EVALUATION_COLUMNS), ctx.paths.evaluation)
+    ctx.paths.write_table(m.rows, EVALUATION_COLUMNS, ctx.paths.evaluation)
     agreement, rows = write_agreement(ctx.paths, ctx.spec.dataset.name)
     for line in [verdict(r) for r in headline_rows(rows)] if agreement["written"] else [agreement["reason"]]:
         ctx.console.print(f"rank agreement, {line}", markup=False)

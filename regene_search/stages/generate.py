@@ -10,17 +10,8 @@ confidence for c on the combined latent and (ii) the classifier's confidence for
 decoded image both reach the threshold of class c: by default the mean confidence of class c
 over the holdout (validation) images of class c.
 
-`generations.parquet`, one row per generated image, columns `GENERATION_COLUMNS`:
-  trial_id            encoder trial
-  class, class_name   the class c combined
-  n                   number of latents combined
-  source_indices      row positions of the combined images in the run's train split
-  weights             their convex weights (>= 0, sum 1)
-  latent_confidence   head's softmax probability of c on the combined latent
-  image_confidence    classifier's softmax probability of c on the decoded (uint8) image
-  threshold           the class threshold both confidences were held to
-  accepted            both confidences >= threshold
-  image_png           the decoded image, lossless PNG
+`generations.parquet` has one row per generated image, columns `GENERATION_COLUMNS` (results.py),
+each described in docs/results.md.
 """
 
 from __future__ import annotations
@@ -29,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 from rich.markup import escape
 
@@ -37,28 +27,13 @@ from .. import plots
 from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
 from ..models import Classifier, load_classifier
-from ..results import table_from_rows, write_bytes, write_parquet
+from ..results import GENERATION_COLUMNS, write_bytes
 from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, pick_device, to_float
 from .context import StageContext
 from .decoder import LatentDecoder, decode_all, load_decoder
 
 WEIGHT_KINDS = ("uniform", "dirichlet")
 INTERPOLATION_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
-GENERATION_COLUMNS = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("class", pa.int64()),
-        ("class_name", pa.string()),
-        ("n", pa.int64()),
-        ("source_indices", pa.list_(pa.int64())),
-        ("weights", pa.list_(pa.float64())),
-        ("latent_confidence", pa.float64()),
-        ("image_confidence", pa.float64()),
-        ("threshold", pa.float64()),
-        ("accepted", pa.bool_()),
-        ("image_png", pa.binary()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -304,7 +279,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             + ", ".join(f"{n}: {rate:.2f}" for n, rate in summary[trial_id]["accept_rate_by_n"].items())
         )
         all_rows += rows
-    write_parquet(table_from_rows(all_rows, GENERATION_COLUMNS), ctx.paths.generations)
+    ctx.paths.write_table(all_rows, GENERATION_COLUMNS, ctx.paths.generations)
     for trial_id, info in summary.items():  # figures last: the generations are saved whatever a figure does
         mine = [r for r in all_rows if r["trial_id"] == trial_id]
         info["figures"] += [path.relative_to(ctx.paths.dir) for path in plots.save_each(plots.generation_figures(ctx.paths, trial_id, mine), ctx.say)]

@@ -11,20 +11,8 @@ so a positive statistic always means the proxy ranks the encoders the way the do
 does: +1 the same order, -1 the reverse, 0 no relation. `orientation` is the sign applied to
 the statistic of the values as stored (+1 when both are better in the same direction).
 
-`proxy.parquet`, one row per (proxy, downstream) pair, columns `PROXY_COLUMNS`:
-  dataset             the run's dataset (canonical name)
-  proxy               accuracy, decoder_mae, latent_sparsity, joint_score: the promoted trial's
-                      final values (pareto.parquet); promotion_order: 1 = promoted first
-  proxy_better        "higher" or "lower": which values of the proxy the search prefers
-  downstream          decoder_val_mae, decoder_val_ssim: the full decoder's last epoch
-                      (decoder.parquet); accept_rate, neutral_acc_gen, fid_neutral_org_gen:
-                      over all n and classes (evaluation.parquet); coverage when evaluated
-  downstream_better   "higher" or "lower"
-  k                   encoders holding both values (statistics are NaN below 3)
-  kendall_tau         Kendall's tau-b, oriented as above; NaN when undefined (a constant side)
-  spearman_rho        Spearman's rho, oriented as above; NaN when undefined
-  orientation         +1 or -1: oriented statistic = orientation * statistic of the stored values
-  trial_ids           the k encoders, in promotion order
+`proxy.parquet` has one row per (proxy, downstream) pair, columns `PROXY_COLUMNS` (results.py),
+each described in docs/results.md.
 
 Verdicts (`verdict`), one per objective, on the downstream result it stands in for (`HEADLINE`):
 tau >= 0.6 "agrees" (issue 13's bar for the probe: 80% of encoder pairs in the same order),
@@ -36,10 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from ..ranks import kendall_tau_b, spearman_rho
-from ..results import RunPaths, read_parquet, table_from_rows, write_parquet
+from ..results import PROXY_COLUMNS, RunPaths, read_parquet
 
 MIN_ENCODERS = 3
 AGREES = 0.6
@@ -67,20 +54,6 @@ HEADLINE = {
     "joint_score": "fid_neutral_org_gen",
     "promotion_order": "fid_neutral_org_gen",
 }
-PROXY_COLUMNS = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("proxy", pa.string()),
-        ("proxy_better", pa.string()),
-        ("downstream", pa.string()),
-        ("downstream_better", pa.string()),
-        ("k", pa.int64()),
-        ("kendall_tau", pa.float64()),
-        ("spearman_rho", pa.float64()),
-        ("orientation", pa.int64()),
-        ("trial_ids", pa.list_(pa.string())),
-    ]
-)
 
 
 def not_computed(k: int) -> str:
@@ -103,7 +76,7 @@ def downstream_results(paths: RunPaths, trial_ids: list[str]) -> dict[str, dict[
             last[r["trial_id"]] = r["epoch"]
             out[r["trial_id"]].update({name: _number(r[column]) for name, (column, _) in DECODER_RESULTS.items()})
     for r in read_parquet(paths.evaluation).to_pylist():
-        if r["trial_id"] in out and r["metric"] in EVALUATION_RESULTS and r["n"] is None and r["class"] is None:
+        if r["trial_id"] in out and r["metric"] in EVALUATION_RESULTS and r["scope"] == "run":
             out[r["trial_id"]][r["metric"]] = _number(r["value"])
     return out
 
@@ -145,7 +118,7 @@ def write_agreement(paths: RunPaths, dataset: str) -> tuple[dict[str, Any], list
     if len(scores) < MIN_ENCODERS:
         return {"k": len(scores), "written": False, "reason": not_computed(len(scores))}, []
     rows = agreement_rows(dataset, scores, downstream_results(paths, list(scores)))
-    write_parquet(table_from_rows(rows, PROXY_COLUMNS), paths.proxy)
+    paths.write_table(rows, PROXY_COLUMNS, paths.proxy)
     tau = {r["proxy"]: None if np.isnan(r["kendall_tau"]) else r["kendall_tau"] for r in headline_rows(rows)}
     return {"k": len(scores), "written": True, "tau": tau}, rows
 

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import posixpath
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from ray import tune
 
-from ..config import TRIAL_FIELD_TYPES, Budget, RunSpec, TrialConfig
+from ..config import Budget, RunSpec, TrialConfig
 from ..data.dataset import ImageData
 from .. import plots
 from ..results import (
     HISTORY_COLUMNS,
     HYPERVOLUME_COLUMNS,
     PARETO_COLUMNS,
-    TRIAL_COLUMNS,
+    TRIAL_SCHEMA,
     RunPaths,
-    table_from_rows,
     write_bytes,
-    write_parquet,
 )
 from ..search import tuner as tuning
 from ..errors import DiskFull
@@ -48,9 +47,6 @@ from ..trackers import trial_callbacks
 from ..trial import TrialSetup
 from .context import StageContext
 
-_PARAM_TYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "bool"}
-
-
 @dataclass(frozen=True)
 class Promotion:
     """Which trials go on to the decoder stage: `knee` (default) or `weighted`, top `k`; or the whole `front`."""
@@ -67,11 +63,6 @@ class SearchSummary:
     front_size: int
     hypervolume: float
     promoted: tuple[str, ...]
-
-
-def trial_schema() -> pa.Schema:
-    params = [pa.field(f"param_{name}", pa.type_for_alias(_PARAM_TYPES[kind])) for name, kind in TRIAL_FIELD_TYPES.items()]
-    return pa.schema(list(TRIAL_COLUMNS) + params)
 
 
 def finished_status(metrics: dict[str, Any]) -> str:
@@ -100,10 +91,10 @@ def trial_row(
     *,
     checkpoint: str | None,
     error: str | None,
-    finished_at: float | None,
+    times: tuple[datetime | None, datetime | None],
     optuna_trial: int | None,
 ) -> dict[str, Any]:
-    """One row of trials.parquet (plus `finished_at`, for ordering), from a trial's latest report."""
+    """One row of trials.parquet, from a trial's latest report; `times` from `trial_times`."""
     row = {
         "trial_id": trial_id,
         "status": status,
@@ -111,11 +102,12 @@ def trial_row(
         "host": metrics.get("hostname"),
         "node_ip": metrics.get("node_ip"),
         "seconds": metrics.get("time_total_s"),
+        "started": times[0],
+        "finished": times[1],
         "checkpoint": checkpoint,
         "error": error if error is not None else metrics.get("diverged_reason"),
         "stop_reason": metrics.get("stop_reason"),
         "optuna_trial": optuna_trial,
-        "finished_at": finished_at,
         **params,
     }
     if status in SCORED:
@@ -123,13 +115,31 @@ def trial_row(
     return row
 
 
+def trial_times(latest: dict[str, Any], epochs: dict[int, dict[str, Any]], finished: bool) -> tuple[datetime | None, datetime | None]:
+    """(started, finished) of a trial, from Tune's reports: each report's `timestamp` (Unix time, to the
+    second) less its `time_total_s` is when the trial started; the earliest such report counts (a
+    trial retried from its checkpoint resumes Tune's clock there, so later reports place the start
+    too late). A finished trial finished at its last report; a trial without a report has neither."""
+    starts = [r["timestamp"] - r["time_total_s"] for r in (*epochs.values(), latest) if _finite(r.get("timestamp")) and _finite(r.get("time_total_s"))]
+    end = latest.get("timestamp") if finished and _finite(latest.get("timestamp")) else None
+    return (_utc(min(starts)) if starts else None), (_utc(end) if end is not None else None)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value)  # numbers.Real: numpy's too
+
+
+def _utc(unix_seconds: float) -> datetime:
+    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc)
+
+
 def history_rows(trial_id: str, epochs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"trial_id": trial_id, **{c: epochs[e].get(c) for c in HISTORY_COLUMNS.names if c != "trial_id"}} for e in sorted(epochs)]
+    return [{"trial_id": trial_id, **{c: epochs[e].get(c) for c in HISTORY_COLUMNS.names if c not in ("run", "trial_id")}} for e in sorted(epochs)]
 
 
 def in_report_order(trials: list[dict], history: list[dict]) -> tuple[list[dict], list[dict]]:
     """Trials in the order they finished (running ones last), history by trial and epoch."""
-    trials.sort(key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0.0, r["trial_id"]))
+    trials.sort(key=lambda r: (r["finished"] is None, r["finished"] or 0.0, r["trial_id"]))
     history.sort(key=lambda r: (r["trial_id"], r["epoch"]))
     return trials, history
 
@@ -158,6 +168,7 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, optuna_num
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_id = posixpath.basename(result.path.rstrip("/"))
+        epochs = epoch_records(result, run_dir)
         trials.append(
             trial_row(
                 trial_id,
@@ -166,11 +177,11 @@ def collect(grid: tune.ResultGrid, budget: Budget, run_dir: Location, optuna_num
                 param_columns(result.config, budget),
                 checkpoint=run_dir.at(result.checkpoint.path).relative_to(run_dir) if result.checkpoint else None,
                 error=str(result.error).strip().splitlines()[-1] if result.error is not None else None,
-                finished_at=metrics.get("timestamp"),
+                times=trial_times(metrics, epochs, finished=True),
                 optuna_trial=optuna_numbers.get(trial_id),
             )
         )
-        history += history_rows(trial_id, epoch_records(result, run_dir))
+        history += history_rows(trial_id, epochs)
     return in_report_order(trials, history)
 
 
@@ -208,11 +219,10 @@ def pareto_rows(trials: list[dict], promotion: Promotion | None) -> tuple[list[d
 
 def write_tables(trials: list[dict], history: list[dict], pareto: list[dict], hv: list[dict], paths: RunPaths) -> None:
     """trials, history, pareto and hypervolume Parquet, each replaced atomically."""
-    rows = [{k: v for k, v in r.items() if k != "finished_at"} for r in trials]
-    write_parquet(table_from_rows(rows, trial_schema()), paths.trials)
-    write_parquet(table_from_rows(history, HISTORY_COLUMNS), paths.history)
-    write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
-    write_parquet(table_from_rows(hv, HYPERVOLUME_COLUMNS), paths.hypervolume)
+    paths.write_table(trials, TRIAL_SCHEMA, paths.trials)
+    paths.write_table(history, HISTORY_COLUMNS, paths.history)
+    paths.write_table(pareto, PARETO_COLUMNS, paths.pareto)
+    paths.write_table(hv, HYPERVOLUME_COLUMNS, paths.hypervolume)
 
 
 @dataclass(frozen=True)
@@ -237,6 +247,7 @@ class LiveTables:
             else:
                 status = "RUNNING" if metrics.get("epoch") else "PENDING"
             finished = trial.status in ("TERMINATED", "ERROR")
+            reports = history.get(trial.trial_id, {})
             rows.append(
                 trial_row(
                     trial.trial_id,
@@ -245,11 +256,11 @@ class LiveTables:
                     self.params[trial.trial_id],
                     checkpoint=None,
                     error=None,
-                    finished_at=metrics.get("timestamp") if finished else None,
+                    times=trial_times(metrics, reports, finished),
                     optuna_trial=numbers.get(trial.trial_id),
                 )
             )
-            epochs += history_rows(trial.trial_id, history.get(trial.trial_id, {}))
+            epochs += history_rows(trial.trial_id, reports)
         rows, epochs = in_report_order(rows, epochs)
         pareto, hv, _ = pareto_rows(rows, None)
         write_tables(rows, epochs, pareto, hv, self.paths)

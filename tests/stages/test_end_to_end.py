@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -17,12 +18,21 @@ from rich.console import Console
 
 from regene_search.config import BUDGETS, Budget, RunSpec
 from regene_search.figures import decode_png
-from regene_search.results import PARETO_COLUMNS, RunPaths, read_parquet, table_from_rows, write_bytes, write_parquet
+from regene_search.results import (
+    DECODER_COLUMNS,
+    EVALUATION_COLUMNS,
+    EVALUATION_SCOPES,
+    GENERATION_COLUMNS,
+    PARETO_COLUMNS,
+    RunPaths,
+    read_parquet,
+    write_bytes,
+)
 from regene_search.runtime import load_checkpoint
 from regene_search.stages.context import StageContext
-from regene_search.stages.decoder import DECODER_COLUMNS, decoder_stage, load_decoder
-from regene_search.stages.evaluate import EVALUATION_COLUMNS, evaluate_stage
-from regene_search.stages.generate import GENERATION_COLUMNS, generate_stage
+from regene_search.stages.decoder import decoder_stage, load_decoder
+from regene_search.stages.evaluate import evaluate_stage
+from regene_search.stages.generate import generate_stage
 
 from ..conftest import needs_mnist, new_run_folder
 from ..raycleanup import stop_ray_processes
@@ -46,7 +56,7 @@ class StageSpec(RunSpec):
 def promote_encoder(paths: RunPaths, checkpoint: dict) -> None:
     """What the search stage leaves behind: pareto.parquet with one promoted trial and its checkpoint."""
     row = {"trial_id": TRIAL, "accuracy": 0.9, "decoder_mae": 0.1, "latent_sparsity": 0.3, "joint_score": 0.6, "rank": 0, "crowding": 1.0, "on_front": True, "promoted": True}
-    write_parquet(table_from_rows([row], PARETO_COLUMNS), paths.pareto)
+    paths.write_table([row], PARETO_COLUMNS, paths.pareto)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     write_bytes(buffer.getvalue(), paths.checkpoints / f"classifier-{TRIAL}.pt")
@@ -89,6 +99,7 @@ def test_decoder_writes_a_loadable_checkpoint_and_one_row_per_epoch(stage_run):
     table = read_parquet(paths.decoder)
     assert table.schema.names == DECODER_COLUMNS.names and table.schema == DECODER_COLUMNS
     rows = table.to_pylist()
+    assert {r["run"] for r in rows} == {"t"}
     assert [(r["trial_id"], r["epoch"]) for r in rows] == [(TRIAL, 1), (TRIAL, 2)]
     assert {r["perceptual_backbone"] for r in rows} == {"neutral-resnet"} == {summaries["decoder"]["perceptual_backbone"]}
     assert rows[0]["w_ssim"] > rows[1]["w_ssim"] and rows[0]["w_mae"] == rows[1]["w_mae"]
@@ -103,7 +114,7 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
     table = read_parquet(paths.generations)
     assert table.schema == GENERATION_COLUMNS
     rows = table.to_pylist()
-    assert len(rows) == 10 * 2 * 6
+    assert len(rows) == 10 * 2 * 6 and {r["run"] for r in rows} == {"t"}
     for r in rows:
         assert len(r["source_indices"]) == len(r["weights"]) == r["n"]
         assert len(set(r["source_indices"])) == r["n"]
@@ -143,6 +154,13 @@ def test_evaluation_has_the_documented_metrics(stage_run):
     assert {"fid_inception_org_gen", "fid_inception_org_recon", "fid_inception_recon_gen"} <= metrics
     assert summaries["evaluate"]["inception"] is True
     assert {r["dataset"] for r in rows} == {"mnist"}
+    assert {r["run"] for r in rows} == {"t"}
+    scopes = {"run": (False, False), "n": (True, False), "class": (False, True), "n_class": (True, True)}
+    assert {r["scope"] for r in rows} == set(EVALUATION_SCOPES) == set(scopes)
+    assert all(scopes[r["scope"]] == (r["n"] is not None, r["class"] is not None) for r in rows)
+    frame = pd.read_parquet(io.BytesIO(paths.evaluation.read_bytes()))  # plain pandas, no hints
+    assert frame["n"].dtype == "Int64" and frame["class"].dtype == "Int64"
+    assert frame.pivot_table(index="scope", columns="metric", values="value", aggfunc="size").sum().sum() == len(frame)  # no row dropped
     by_key = {(r["metric"], r["n"], r["class"]): r for r in rows}
     assert by_key[("neutral_test_accuracy", None, None)]["trial_id"] is None
     # One epoch on 2000 images trains the neutral ResNet too briefly to assert its accuracy here.

@@ -10,10 +10,9 @@ from rich.console import Console
 from scipy import stats
 
 from regene_search.report import print_run
-from regene_search.results import PARETO_COLUMNS, RunPaths, read_parquet, table_from_rows, write_json, write_parquet
-from regene_search.stages.decoder import DECODER_COLUMNS
-from regene_search.stages.evaluate import EVALUATION_COLUMNS
-from regene_search.stages.proxy import PROXIES, PROXY_COLUMNS, verdict, write_agreement
+from regene_search.results import DECODER_COLUMNS, EVALUATION_COLUMNS, PARETO_COLUMNS, PROXY_COLUMNS, RunPaths, read_parquet, write_json
+from regene_search.stages.evaluate import Metrics
+from regene_search.stages.proxy import PROXIES, verdict, write_agreement
 
 from ..conftest import new_run_folder
 
@@ -43,23 +42,25 @@ def make_run(tmp_path, promoted: list[str], *, coverage: bool = False, evaluate_
         {"trial_id": t, **v, "rank": 0, "crowding": 1.0, "on_front": True, "promoted": t in order, "promotion_score": 0.1 * order.get(t, 9), "promotion_order": order.get(t)}
         for t, v in reversed(list(SEARCH.items()))  # file order is not promotion order
     ]
-    write_parquet(table_from_rows(pareto, PARETO_COLUMNS), paths.pareto)
+    paths.write_table(pareto, PARETO_COLUMNS, paths.pareto)
     decoder = []
     for t in promoted:
         # Epoch 1 ranks the encoders the other way round: only the last epoch may be used.
         decoder.append({"trial_id": t, "epoch": 1, "val_mae": 1.0 - FINAL_MAE[t], "val_ssim": 0.0, "perceptual_backbone": "neutral-resnet"})
         decoder.append({"trial_id": t, "epoch": 2, "val_mae": FINAL_MAE[t], "val_ssim": FINAL_SSIM[t], "perceptual_backbone": "neutral-resnet"})
-    write_parquet(table_from_rows(decoder, DECODER_COLUMNS), paths.decoder)
-    evaluation = [{"dataset": "mnist", "trial_id": None, "n": None, "class": None, "metric": "neutral_test_accuracy", "value": 0.97}]
+    paths.write_table(decoder, DECODER_COLUMNS, paths.decoder)
+    evaluation = Metrics("mnist")  # the evaluate stage's own rows, `scope` included
+    evaluation.add("neutral_test_accuracy", 0.97)
     for t in promoted:
         overall = {"accept_rate": ACCEPT[t], "neutral_acc_gen": NEUTRAL_ACC[t], "fid_neutral_org_gen": FID[t], **({"coverage": FID[t] / 10} if coverage else {})}
         for metric, value in overall.items():
             if value is not None:
-                evaluation.append({"dataset": "mnist", "trial_id": t, "n": None, "class": None, "metric": metric, "value": value})
+                evaluation.add(metric, value, trial_id=t)
         # Per-n and per-class rows must not be mistaken for the overall value.
-        evaluation.append({"dataset": "mnist", "trial_id": t, "n": 2, "class": None, "metric": "accept_rate", "value": 1.0 - ACCEPT[t]})
-        evaluation.append({"dataset": "mnist", "trial_id": t, "n": None, "class": 3, "metric": "fid_neutral_org_gen", "value": -FID[t]})
-    write_parquet(table_from_rows(evaluation, EVALUATION_COLUMNS), paths.evaluation)
+        evaluation.add("accept_rate", 1.0 - ACCEPT[t], trial_id=t, n=2)
+        evaluation.add("fid_neutral_org_gen", -FID[t], trial_id=t, cls=3)
+        evaluation.add("neutral_acc_gen", 0.0, trial_id=t, n=3, cls=1)
+    paths.write_table(evaluation.rows, EVALUATION_COLUMNS, paths.evaluation)
     return paths
 
 
@@ -80,7 +81,7 @@ def test_proxy_parquet_has_the_documented_columns_and_scipy_values(tmp_path):
     paths = make_run(tmp_path, promoted)
     summary, _ = write_agreement(paths, "mnist")
     table = read_parquet(paths.proxy)
-    assert table.schema == PROXY_COLUMNS
+    assert table.schema == PROXY_COLUMNS and set(table.column("run").to_pylist()) == {"proxy"}
     rows = {(r["proxy"], r["downstream"]): r for r in table.to_pylist()}
     downstream = {"decoder_val_mae", "decoder_val_ssim", "accept_rate", "neutral_acc_gen", "fid_neutral_org_gen"}
     assert set(rows) == {(p, d) for p in PROXIES for d in downstream}  # no coverage metric, no coverage row

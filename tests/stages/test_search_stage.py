@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -13,15 +14,17 @@ import urllib.request
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import optuna
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TRIAL_COLUMNS
+from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, PARETO_COLUMNS, TABLES, TRIAL_SCHEMA
 from regene_search.storage import Location
 from regene_search.models import load_classifier
 
@@ -38,10 +41,16 @@ def test_search_prints_the_dashboard_url_and_a_summary(smoke_search_run):
     assert seconds < 300
 
 
+SEARCH_TABLES = ("trials.parquet", "history.parquet", "pareto.parquet", "hypervolume.parquet")
+
+
 def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
     run_dir = smoke_search_run.run_dir
+    for name in SEARCH_TABLES:  # the schemas docs/results.md documents (tests/test_docs_schemas.py)
+        assert pq.read_schema(run_dir / name) == TABLES[name], name
+        assert set(pq.read_table(run_dir / name, columns=["run"]).column("run").to_pylist()) == {"smoke"}, name
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS.names
+    assert list(trials.columns) == TRIAL_SCHEMA.names
     assert {"param_blocks", "param_lr", "param_latent_activation", "param_augment"} <= set(trials.columns)
     assert trials["trial_id"].is_unique and len(trials) == 4
     assert set(trials["status"]) == {"COMPLETED"}
@@ -53,6 +62,16 @@ def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
     per_trial = dict(history.group_by("trial_id").len().iter_rows())
     assert per_trial == dict(zip(trials["trial_id"], trials["epochs"]))
     assert history.select(["trial_id", "epoch"]).is_duplicated().sum() == 0
+
+    # Start and finish: Tune's clock (whole seconds) spans the trial's time and brackets its reports.
+    assert str(trials["started"].dtype) == str(trials["finished"].dtype) == "datetime64[ms, UTC]"
+    spent = (trials["finished"] - trials["started"]).dt.total_seconds()
+    assert np.allclose(spent, trials["seconds"], atol=1.5), pd.DataFrame({"spent": spent, "seconds": trials["seconds"]})
+    reports = history.to_pandas().groupby("trial_id")["timestamp"].agg(["min", "max"])
+    times = trials.set_index("trial_id")
+    assert (times["started"].map(pd.Timestamp.timestamp) <= reports["min"] + 1).all()
+    assert (times["finished"].map(pd.Timestamp.timestamp) >= reports["max"] - 1).all()
+    assert trials["finished"].is_monotonic_increasing, "trials.parquet lists trials in the order they finished"
 
     pareto = duckdb.sql(f"select * from '{run_dir / 'pareto.parquet'}'").df()
     assert list(pareto.columns) == PARETO_COLUMNS.names
@@ -207,6 +226,19 @@ def test_off_a_terminal_the_search_prints_progress_lines_and_the_run_log_keeps_e
     assert f"run folder: {smoke_search_run.run_dir}" in logged
     assert sum(bool(PROGRESS_LINE.match(line)) for line in logged) >= 3
     assert any(line.startswith("search: 4/4 trials completed") for line in logged) and any(line.startswith("stage search done in") for line in logged)
+
+
+def test_the_live_tables_have_the_final_tables_columns(smoke_search_run):
+    live = smoke_search_run.live_tables
+    assert set(live) == set(SEARCH_TABLES), "the live tables never showed up during the search"
+    for name, data in live.items():
+        table = pq.read_table(io.BytesIO(data))
+        assert table.schema == TABLES[name], name
+        assert set(table.column("run").to_pylist()) <= {"smoke"}, name
+    trials = pq.read_table(io.BytesIO(live["trials.parquet"])).to_pandas()
+    done = ~trials["status"].isin(["RUNNING", "PENDING"])
+    assert trials["finished"].notna().eq(done).all(), trials[["trial_id", "status", "started", "finished"]]
+    assert trials["started"].notna().eq(trials["epochs"] > 0).all() and trials["started"].notna().any()
 
 
 def test_pareto_prints_the_live_front_while_the_search_runs(smoke_search_run):
