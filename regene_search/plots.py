@@ -209,8 +209,9 @@ def plot_learning_curves(
                 ax.plot(epochs, values, color=colour[trial_id], linewidth=2.6, marker="o", markersize=4, markeredgecolor="k", zorder=5)
             else:
                 ax.plot(epochs, values, color=style["color"], linestyle=style["linestyle"], alpha=style["alpha"], linewidth=1.1, marker="o", markersize=2.5)
-            if status.get(trial_id) in ("DIVERGED", "ERROR"):
-                ax.plot(epochs[-1:], values[-1:], marker="x", markersize=9, markeredgewidth=2, color="tab:red", zorder=6)
+            last = max((i for i, v in enumerate(values) if math.isfinite(v)), default=None)
+            if status.get(trial_id) in ("DIVERGED", "ERROR") and last is not None:  # where it was last seen well
+                ax.plot([epochs[last]], [values[last]], marker="x", markersize=9, markeredgewidth=2, color="tab:red", zorder=6)
         ax.set_xlabel("epoch")
         ax.set_ylabel(OBJECTIVE_LABELS[objective])
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

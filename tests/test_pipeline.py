@@ -201,6 +201,26 @@ def test_show_detail_dumps_every_stage_and_lists_figures(full_run):
         assert f"  {objective}: " in proc.stdout
 
 
+def test_every_stage_draws_its_figures(full_run):
+    """The figures people look at first, for the run and for each of the three promoted encoders."""
+    from PIL import Image
+
+    from regene_search.results import RunPaths
+    from regene_search.storage import Location
+
+    run_dir, _, _ = full_run
+    paths = RunPaths(Location.of(run_dir))
+    promoted = pd.read_parquet(run_dir / "pareto.parquet").query("promoted")["trial_id"].tolist()
+    figures = [paths.front_figure, paths.learning_curves_figure, paths.hypervolume_figure, paths.probe_mae_figure, paths.decoder_curves_figure]
+    for trial in promoted:
+        figures += [paths.reconstructions_figure(trial), paths.acceptance_figure(trial), paths.filter_scatter_figure(trial), paths.rejected_figure(trial)]
+    assert len(promoted) == 3 and len(figures) == 17
+    for figure in figures:
+        with Image.open(figure) as picture:
+            assert picture.format == "PNG" and picture.width >= 100 and picture.height >= 100, figure
+    assert "not written" not in (run_dir / "run.log").read_text()  # plots.save_each's line for a figure that failed
+
+
 def test_resuming_a_finished_run_does_nothing(full_run):
     run_dir, _, _ = full_run
     mtimes = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.parquet")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from regene_search.figures import encode_png
 from regene_search.plots import plot_probe_mae
 from regene_search.results import HISTORY_COLUMNS, HYPERVOLUME_COLUMNS, TRIAL_COLUMNS, PARETO_COLUMNS, read_parquet, table_from_rows, write_parquet
 from regene_search.stages.decoder import DECODER_COLUMNS
-from regene_search.stages.generate import GENERATION_COLUMNS
+from regene_search.stages.generate import GENERATION_COLUMNS, two_step_accept
 from regene_search.stages.search import Promotion, pareto_rows
 
 from .conftest import new_run_folder
@@ -152,27 +152,27 @@ def test_decoder_curves_of_one_or_several_encoders(tmp_path, encoders):
     assert picture.format == "PNG" and picture.width > 3 * picture.height > 1200
 
 
-def generations(classes: int, accepted: Callable[[int, int, int], bool]) -> list[dict]:
-    """Generations of `classes` classes, n in (2, 3), 4 per (class, n), each a flat 16 px image of its own value k."""
+def generations(thresholds: Sequence[float]) -> list[dict]:
+    """Generations of a class per threshold, n in (2, 3), 4 per (class, n), filtered as the generate
+    stage filters them; confidences (0.5, 0.9), (0.6, 0.85), (0.7, 0.8), (0.8, 0.75); each image flat at its own value k."""
     rows, k = [], 0
-    for c in range(classes):
+    for c, threshold in enumerate(thresholds):
         for n in (2, 3):
+            latent, picture = torch.tensor([0.5, 0.6, 0.7, 0.8]), torch.tensor([0.9, 0.85, 0.8, 0.75])
+            accepted = two_step_accept(latent, picture, torch.full((4,), threshold))
             for i in range(4):
                 k += 1
-                latent, picture = 0.5 + 0.1 * i, 0.9 - 0.05 * i
                 rows.append({"trial_id": "t0", "class": c, "class_name": f"class {c}", "n": n, "source_indices": list(range(n)), "weights": [1 / n] * n,
-                             "latent_confidence": latent, "image_confidence": picture, "threshold": 0.7, "accepted": accepted(c, n, i),
-                             "image_png": encode_png(torch.full((3, 16, 16), k, dtype=torch.uint8))})
+                             "latent_confidence": float(latent[i]), "image_confidence": float(picture[i]), "threshold": threshold,
+                             "accepted": bool(accepted[i]), "image_png": encode_png(torch.full((3, 16, 16), k, dtype=torch.uint8))})
     return rows
 
 
-@pytest.mark.parametrize(
-    ("case", "accepted"),
-    [("mixed", lambda c, n, i: i in (1, 2)), ("none-accepted", lambda c, n, i: False), ("none-rejected", lambda c, n, i: True)],
-)
-def test_generation_figures_of_mixed_and_one_sided_filters(tmp_path, case, accepted):
+@pytest.mark.parametrize(("case", "threshold"), [("mixed", 0.7), ("none-accepted", 0.95), ("none-rejected", 0.4)])
+def test_generation_figures_of_mixed_and_one_sided_filters(tmp_path, case, threshold):
     paths = new_run_folder(tmp_path, "mnist", case)
-    rows = round_trip(generations(3, accepted), GENERATION_COLUMNS, paths.generations)
+    rows = round_trip(generations([threshold] * 3), GENERATION_COLUMNS, paths.generations)
+    assert {r["accepted"] for r in rows} == {"mixed": {True, False}, "none-accepted": {False}, "none-rejected": {True}}[case]
     written = draw(plots.generation_figures(paths, "t0", rows))
     assert [p.relative_to(paths.dir) for p in written] == ["figures/t0/acceptance.png", "figures/t0/filter-scatter.png", "figures/t0/rejected.png"]
     for path in written[:2]:
@@ -184,11 +184,11 @@ def test_generation_figures_of_mixed_and_one_sided_filters(tmp_path, case, accep
         assert rejected.width > 3 * rejected.height
     else:  # a row per class of 16 px images at scale 2: up to 8 rejected each
         assert rejected.height == 2 + 3 * (32 + 2)
-        assert rejected.width > (8 if case == "none-accepted" else 2) * (32 + 2)
+        assert rejected.width > (8 if case == "none-accepted" else 4) * (32 + 2)
 
 
 def test_the_rejected_grid_holds_the_rejected_images_of_each_class(tmp_path):
-    rows = generations(2, lambda c, n, i: c == 1 or i > 0)  # class 0 rejects one per n; class 1 none
+    rows = generations([0.55, 0.4])  # class 0 rejects the first of each n (images 1 and 5); class 1 none
     path = tmp_path / "rejected.png"
     plots.write_rejected(rows, path)
     picture = image(path).convert("RGB")

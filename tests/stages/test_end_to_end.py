@@ -14,6 +14,7 @@ import pytest
 import ray
 import torch
 import torchvision
+from PIL import Image
 from rich.console import Console
 
 from regene_search.config import BUDGETS, Budget, RunSpec
@@ -134,6 +135,11 @@ def test_figures_are_pngs_in_the_run_folder(stage_run):
     figures = (paths.figures / TRIAL).files()
     names = {p.name for p in figures}
     assert {"generations-n2.png", "generations-n3.png", "novelty.png"} <= names
+    assert {"reconstructions.png", "acceptance.png", "filter-scatter.png", "rejected.png"} <= names
+    assert {f"figures/{TRIAL}/{name}" for name in ("acceptance.png", "filter-scatter.png", "rejected.png")} <= set(summaries["generate"]["trials"][TRIAL]["figures"])
+    with Image.open(io.BytesIO(paths.reconstructions_figure(TRIAL).read_bytes())) as picture:  # test images above their reconstructions
+        assert picture.height == 2 + 2 * (56 + 2) and picture.width > 10 * (56 + 2)
+    assert paths.decoder_curves_figure.read_bytes().startswith(b"\x89PNG")
     assert {f"interpolation-{c}.png" for c in range(10)} <= names
     assert all((paths.dir / f).is_file() for f in summaries["generate"]["trials"][TRIAL]["figures"])
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in figures)

@@ -141,7 +141,22 @@ def test_pareto_and_show_read_a_run_on_s3_as_on_local_disk(smoke_search_run, s3_
     assert (remote / "report.html").read_bytes().startswith(b"<!DOCTYPE html>")
 
 
-def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path):
+def test_the_search_draws_its_figures(smoke_search_run):
+    """figures/front.png, learning-curves.png, hypervolume.png and probe-mae.png, as PIL reads them."""
+    import io
+
+    from PIL import Image
+
+    from regene_search.results import RunPaths
+
+    paths = RunPaths(Location.of(smoke_search_run.run_dir))
+    for figure in (paths.front_figure, paths.learning_curves_figure, paths.hypervolume_figure, paths.probe_mae_figure):
+        with Image.open(io.BytesIO(figure.read_bytes())) as picture:
+            assert picture.format == "PNG" and picture.width >= 700 and picture.height >= 400, figure
+    assert "not written" not in (smoke_search_run.run_dir / "run.log").read_text()
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_instance, tmp_path, capsys):
     from regene_search.config import BUDGETS, ProbeConfig
     from regene_search.search.space import load_space
     from regene_search.search.tuner import SearchSettings
@@ -180,8 +195,10 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(mnist_small, ray_i
     assert front["promotion_order"].tolist() == list(range(1, len(front) + 1))
     assert front["promotion_score"].is_monotonic_increasing and front["trial_id"].tolist() == list(summary.promoted)
     assert pareto.loc[~pareto["on_front"], ["promotion_score", "promotion_order"]].isna().all().all()
-    # The section 4.2 figure is written with the run's figures.
-    assert paths.probe_mae_figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The section 4.2 figure and the others of the search are written, a diverged trial and all.
+    for figure in (paths.probe_mae_figure, paths.front_figure, paths.learning_curves_figure, paths.hypervolume_figure):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    assert "not written" not in capsys.readouterr().out  # plots.save_each's line for a figure that failed
 
 
 def test_an_epoch_tune_never_uploaded_comes_from_the_checkpoint_history(tmp_path):
