@@ -138,10 +138,13 @@ class ClassGaussians:
         device = self.means.device
         classes = classes.to(device=device, dtype=torch.int64)
         noise = torch.randn(len(classes), self.means.shape[1], generator=generator, dtype=torch.float64).to(device)
-        x = self.means[classes] + (self.scale_tril[classes] @ noise.unsqueeze(2)).squeeze(2)
+        x = torch.empty_like(noise)
+        for c in classes.unique().tolist():  # one (n_c, p) x (p, p) product per class, no (M, p, p) gather
+            rows = classes == c
+            x[rows] = self.means[c] + noise[rows] @ self.scale_tril[c].T
         if self.zero_share is not None:
             # Zero below the unit's observed zero-share quantile of its own marginal (see the module doc).
-            sd = torch.diagonal(self.covariances, dim1=1, dim2=2).sqrt()[classes]
+            sd = self.scale_tril.pow(2).sum(2).sqrt()[classes]  # sqrt(diag(L L^T))
             cut = self.means[classes] + sd * torch.special.ndtri(self.zero_share[classes])
             x = torch.where(x < cut.clamp_min(0.0), torch.zeros_like(x), x)
         return to_domain(x, self.activation).float()

@@ -110,6 +110,22 @@ def test_sampling_is_seeded_and_survives_a_checkpoint_round_trip_on_the_device()
     torch.testing.assert_close(on_cpu, first.cpu(), rtol=1e-5, atol=1e-5)  # the same samples on any device
 
 
+def test_2048_unit_latents_with_fewer_samples_than_units_fit_and_sample_quickly():
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    latents = torch.relu(torch.randn(2, 2048, generator=g)[torch.arange(600) % 2] + torch.randn(600, 2048, generator=g))
+    started = time.perf_counter()
+    fitted = ClassGaussians.fit(latents, torch.arange(600) % 2, 2, "relu")
+    drawn = fitted.sample(torch.arange(2000) % 2, torch.Generator().manual_seed(1))
+    seconds = time.perf_counter() - started
+    print(f"2 classes x 300 latents of 2048 units: fit + 2000 samples in {seconds:.1f} s")
+    assert drawn.shape == (2000, 2048) and float(drawn.min()) >= 0 and bool(torch.isfinite(drawn).all())
+    assert float(fitted.shrinkage.min()) > 0  # n < p: shrunk, hence positive definite
+    observed = (latents[::2] == 0).double().mean(0)
+    assert float(((drawn[::2] == 0).double().mean(0) - observed).abs().mean()) < 0.05
+
+
 def test_a_class_needs_two_latents_and_degenerate_classes_still_sample():
     with pytest.raises(ValueError, match="class 1 has 1"):
         ClassGaussians.fit(torch.rand(3, 4), torch.tensor([0, 0, 1]), 2, "relu")
