@@ -205,10 +205,9 @@ def _promoted(paths: RunPaths, s: dict[str, Any], promoted: dict[str, Any], figu
         parts.append(_quality(quality))
     mine = sorted((name for name in figures if name.startswith(f"figures/{trial}/")), key=_natural)
     for pattern, caption in TRIAL_FIGURES:
-        for name in mine:
-            match = re.fullmatch(pattern, name.rsplit("/", 1)[1])
-            if match:
-                parts.append(_figure(paths, name, caption.format(*match.groups()), figures))
+        matches = [(name, m) for name in mine if (m := re.fullmatch(pattern, name.rsplit("/", 1)[1]))]
+        drawn = [_figure(paths, name, caption.format(*m.groups()), figures) for name, m in matches]
+        parts.append(drawn[0] if len(drawn) == 1 else f"<div class='grid'>{''.join(drawn)}</div>" if drawn else "")  # a family side by side
     return "\n".join(parts)
 
 

@@ -156,8 +156,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{escape(s['name'])}[/bold]  {escape(str(s['dataset']))} · budget {s['budget']} · seed {s['seed']} · created {s['created']} · "
                   f"stages took {duration(s['wall_seconds'])}")
     console.print(f"search: {search['sampler']} sampler, {search['scheduler']} scheduler, {search['trials']} of {search['trials_planned']} trials "
-                  f"({search['trial_epochs']} trial-epochs), promote {search['promote']} · {escape(versions)}"
-                  + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else ""), highlight=False)
+                  f"({search['trial_epochs']} trial-epochs), promote {search['promote']}", highlight=False)
+    console.print(f"[dim]{escape(versions)}" + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else "") + "[/dim]", highlight=False)
     stages = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("stage", "status", "time", ""):
         stages.add_column(column, overflow="fold")
