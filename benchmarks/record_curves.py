@@ -1,7 +1,7 @@
 """Record full learning curves of ReGene trials into Parquet tables, for replaying searches.
 
 Each configuration is drawn from the dataset's packaged search space
-(`regene_search/search_spaces/<dataset>.toml`) by a seeded sampler and trained by the project's
+(`search_spaces/<dataset>.toml`) by a seeded sampler and trained by the project's
 own trial code (`regene_search.trial.run_trial`) for the SAME number of epochs (`--epochs`,
 default 12), overriding the space's `epochs`. The warm-up + cosine LR schedule therefore spans
 those epochs, as in LCBench-style tables: a curve cut at epoch k is what a scheduler sees at
@@ -71,10 +71,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load  # noqa: E402
 
 from regene_search.config import BUDGETS, ProbeConfig, TrialConfig  # noqa: E402
-from regene_search.search.space import load_space  # noqa: E402
+from regene_search.search.space import SPACES_DIR, load_space  # noqa: E402
 from regene_search.trial import TrialDiverged, TrialSetup, run_trial  # noqa: E402
 
-SPACES = Path(__file__).resolve().parents[1] / "regene_search" / "search_spaces"
 DATA = Path(__file__).resolve().parent / "data"
 # Sizes from measured seconds per epoch (1 thread, smoke probe): CIFAR-10 at 2,000/1,000 images
 # takes ~7-75 s per epoch depending on the config (median ~19 s), ~9 CPU-hours for 96 x 12;
@@ -145,7 +144,7 @@ def shard(text: str) -> tuple[int, int]:
 
 def git_commit() -> str | None:
     """HEAD of the project when this process started (trial code may change between sessions)."""
-    run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SPACES.parents[1], capture_output=True, text=True)
+    run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     return run.stdout.strip() or None
 
 
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
 
-    space = load_space(SPACES / f"{args.dataset}.toml")
+    space = load_space(SPACES_DIR / f"{args.dataset}.toml")
     configs = draw_configs(space, n_configs, args.seed, args.epochs)
     probe = ProbeConfig(train_images=args.probe_train, val_images=args.probe_val, steps=args.probe_steps)
     setup = TrialSetup(probe=probe, seed=args.seed, hflip=preset["hflip"])

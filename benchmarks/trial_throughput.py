@@ -321,12 +321,12 @@ class ResultLog(tune.Callback):
 
 def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> dict:
     from regene_search.search.schedulers import FIFOScheduler
-    from regene_search.search.space import load_space
+    from regene_search.search.space import SPACES_DIR, load_space
     from regene_search.search.tuner import SearchSettings, make_tuner
 
     budget = BUDGETS["smoke"]
     data = load(dataset, train=train, val=val, seed=seed)
-    space = load_space(ROOT / "regene_search" / "search_spaces" / f"{dataset}.toml")
+    space = load_space(SPACES_DIR / f"{dataset}.toml")
     settings = SearchSettings(trials=trials, sampler="tpe", max_concurrent=2, cpus_per_trial=1.0, seed=seed)
     setup = TrialSetup(probe=budget.probe, seed=seed, hflip=dataset == "shapes")
     init_start = time.perf_counter()

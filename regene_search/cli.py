@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="local copy of the dataset (nothing downloads without it)")
     run.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="data subset, epochs, trials and probe size")
     run.add_argument("--trials", type=_positive_int, help="number of trials (default: the budget's)")
-    run.add_argument("--space", help="search-space TOML (default: the packaged regene_search/search_spaces/DATASET.toml)")
+    run.add_argument("--space", help="search-space TOML (default: the packaged search_spaces/DATASET.toml)")
     run.add_argument(
         "--results", default=DEFAULT_RESULTS, help="results root: a folder or a pyarrow.fs URI such as s3://bucket/prefix (default: results/)"
     )

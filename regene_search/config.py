@@ -73,7 +73,7 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Hyperparameters of one classifier trial. Every field may be searched (see regene_search/search_spaces/)."""
+    """Hyperparameters of one classifier trial. Every field may be searched (see search_spaces/)."""
 
     blocks: int = 3
     convs_per_block: int = 1

@@ -1,4 +1,4 @@
-"""Search spaces: TOML files (one per dataset in regene_search/search_spaces/) -> Ray Tune domains.
+"""Search spaces: TOML files (one per dataset in search_spaces/) -> Ray Tune domains.
 
 Format (every key is a `TrialConfig` field; see regene_search/config.py):
 
@@ -31,7 +31,16 @@ from ..config import LATENT_ACTIVATIONS, TRIAL_FIELD_TYPES
 from ..data.names import DatasetRef
 from ..errors import DataError, SpaceError
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"  # package data
+
+def _spaces_dir() -> Path:
+    """The shipped search spaces: package data `regene_search/search_spaces/` once installed, the
+    repository's top-level `search_spaces/` in a source checkout (an editable install, the tests)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "search_spaces"
+    return installed if any(installed.glob("*.toml")) else package.parent / "search_spaces"
+
+
+SPACES_DIR = _spaces_dir()
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "randint")
 TOP_LEVEL_KEYS = ("description", "params", "fixed")
 
@@ -175,7 +184,7 @@ def load_space(path: Path | str) -> SearchSpace:
 
 
 def default_space_path(dataset: DatasetRef | str) -> Path:
-    """regene_search/search_spaces/<dataset>.toml (shipped in the package); any `imagefolder:PATH` uses imagefolder.toml."""
+    """search_spaces/<dataset>.toml (shipped in the package); any `imagefolder:PATH` uses imagefolder.toml."""
     try:
         path = SPACES_DIR / f"{DatasetRef.of(dataset).family}.toml"
     except DataError:
