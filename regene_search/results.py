@@ -240,6 +240,7 @@ class RunPaths:
     checkpoints = property(lambda self: self.dir / "checkpoints")
     figures = property(lambda self: self.dir / "figures")
     stages_json = property(lambda self: self.dir / "stages.json")
+    report_html = property(lambda self: self.dir / "report.html")
     lock = property(lambda self: self.dir / ".lock")
     # The paper's section 4.2 as a figure: probe decoder MAE against depth, latent size, sparsity.
     probe_mae_figure = property(lambda self: self.figures / "probe-mae.png")
@@ -367,7 +368,6 @@ def write_parquet(table: pa.Table, target: Location | str | os.PathLike) -> None
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
     write_bytes(buffer.getvalue().to_pybytes(), target)
-    report_html = property(lambda self: self.dir / "report.html")
 
 
 def write_json(obj: Any, target: Location | str | os.PathLike) -> None:
