@@ -16,7 +16,13 @@ epoch k of a 12-epoch trial, not a finished k-epoch trial.
     .venv/bin/python benchmarks/record_curves.py --dataset cifar10 --configs 2 --epochs 2 --out /tmp/t_curves.parquet
 
 Two cores: run two recorders with `--shard 0/2` and `--shard 1/2` (each takes the configurations
-whose id modulo 2 is its number; they merge into the same files under a lock).
+whose id modulo 2 is its number; they merge into the same files under a lock):
+
+    for k in 0 1; do OMP_NUM_THREADS=1 nohup setsid nice -n 19 bash -c "echo \\$\\$ > benchmarks/data/record$k.pid;
+        exec .venv/bin/python benchmarks/record_curves.py --dataset cifar10 --shard $k/2" >> benchmarks/data/record$k.log 2>&1 & done
+    # pause both (e.g. while CI runs), then resume:
+    for k in 0 1; do kill -STOP -- -$(cat benchmarks/data/record$k.pid); done
+    for k in 0 1; do kill -CONT -- -$(cat benchmarks/data/record$k.pid); done
 
 Resume: run the same command again. Configurations already in the table are skipped (their
 recorded hyperparameters are checked against the regenerated list, which the seed fixes, and the
