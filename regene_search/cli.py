@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .config import BUDGETS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
+from .config import BUDGETS, GENERATORS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
 from .errors import Interrupted, UserError
 from .search.pareto import PROMOTION_METHODS
 
@@ -102,6 +102,16 @@ def _stages(text: str) -> tuple[str, ...]:
     return stages
 
 
+def _generators(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    for name in names:
+        if name not in GENERATORS:
+            raise argparse.ArgumentTypeError(f"unknown generator {name!r}; choose from {','.join(GENERATORS)}")
+    if not names:
+        raise argparse.ArgumentTypeError("no generator given")
+    return names
+
+
 def _weights(text: str) -> tuple[float, float, float]:
     parts = [float(p) for p in text.split(",")]
     if len(parts) != 3 or any(p < 0 for p in parts):
@@ -154,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     after.add_argument("--generate-per-class", type=_positive_int, default=64, help="combinations per class and n")
     after.add_argument("--generate-weights", choices=("uniform", "dirichlet"), default="uniform", help="1/n weights (paper) or Dirichlet")
     after.add_argument("--dirichlet-alpha", type=_positive_float, default=1.0)
+    after.add_argument("--generators", type=_generators, default=GENERATORS, help=f"comma-separated generation strategies, any of {','.join(GENERATORS)}")
     after.add_argument("--generate-threshold", type=_probability, help="fixed filter threshold (default: mean holdout confidence per class)")
     after.add_argument("--neutral-depth", type=int, help="ResNet depth of the neutral classifier, 6k+2 (default by budget: 8/20/56)")
     after.add_argument("--inception-weights", help="torchvision Inception-v3 weights file: adds Inception FID")
@@ -257,6 +268,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         generate_weights=args.generate_weights,
         dirichlet_alpha=args.dirichlet_alpha,
         generate_threshold=args.generate_threshold,
+        generators=args.generators,
         novelty_samples=args.novelty_samples,
         mlflow=args.mlflow,
     )

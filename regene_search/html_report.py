@@ -36,6 +36,7 @@ TRIAL_FIGURES = (
     (r"acceptance\.png", "Share of generations that passed the two-step filter, by class and n"),
     (r"filter-scatter\.png", "The two-step filter: confidence on the latent against confidence on the decoded image"),
     (r"generations-n(\d+)\.png", "Accepted generations, convex combinations of {0} latents (a row per class)"),
+    (r"generations-([a-z][a-z-]*)\.png", "Accepted generations of the {0} strategy: the first of each class in draw order (a row per class)"),
     (r"interpolation-(\d+)\.png", "Interpolation between two latents of class {0}, ratios 0.1 … 0.9"),
     (r"rejected\.png", "Generations the filter rejected (a row per class)"),
     (r"novelty\.png", "Generations next to their nearest training image: near-copies would look alike"),
@@ -200,9 +201,12 @@ def _promoted(paths: RunPaths, s: dict[str, Any], promoted: dict[str, Any], figu
              "<div><h3>Configuration</h3>" + _table(["hyperparameter", "value"], config) + "</div></div>"]
     if promoted is s["promoted"][0]:
         parts.append(_figure(paths, "figures/decoder-curves.png", RUN_FIGURES["figures/decoder-curves.png"], figures))
-    quality = next((q for q in s["quality"] if q["trial_id"] == trial), None)
+    quality = next((q for q in s["quality"] if q["trial_id"] == trial and q.get("strategy", "convex") == "convex"), None)
     if quality:
         parts.append(_quality(quality))
+    comparison = next((c for c in s.get("comparison", []) if c["trial_id"] == trial and len(c["strategies"]) > 1), None)
+    if comparison:
+        parts.append(_comparison(comparison))
     mine = sorted((name for name in figures if name.startswith(f"figures/{trial}/")), key=_natural)
     for pattern, caption in TRIAL_FIGURES:
         matches = [(name, m) for name in mine if (m := re.fullmatch(pattern, name.rsplit("/", 1)[1]))]
@@ -215,13 +219,21 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _quality(quality: dict[str, Any]) -> str:
-    def cell(value: Any, row: dict[str, Any]) -> str:
-        text = _e(number(value))
-        if row["bar"] is None or value is None:
-            return text
-        return f"<span class='pass'>{text} ✓</span>" if value >= row["bar"] else f"<span class='fail'>{text} ✗</span>"
+def _bar_cell(value: Any, row: dict[str, Any]) -> str:
+    text = _e(number(value))
+    if row["bar"] is None or value is None:
+        return text
+    return f"<span class='pass'>{text} ✓</span>" if value >= row["bar"] else f"<span class='fail'>{text} ✗</span>"
 
+
+def _comparison(comparison: dict[str, Any]) -> str:
+    rows = [[_e(r["label"]), *(_bar_cell(r["values"].get(strategy), r) for strategy in comparison["strategies"])] for r in comparison["table"]]
+    return (f"<h3>Generation strategies compared (neutral features; the paper's bar: neutral accuracy ≥ {PAPER_BAR:g})</h3>"
+            + _table(["metric", *comparison["strategies"]], rows, raw=True))
+
+
+def _quality(quality: dict[str, Any]) -> str:
+    cell = _bar_cell
     rows = [[_e(r["label"]), *(cell(r["by_n"].get(n), r) for n in quality["ns"]), cell(r["all"], r)] for r in quality["table"]]
     run = quality["run"]
     extra = [[label, number(run.get(metric), 4)] for metric, label in (
@@ -250,10 +262,10 @@ def _evaluation_table(paths: RunPaths) -> str:
     if not paths.evaluation.exists():
         return ""
     rows = read_parquet(paths.evaluation).to_pylist()
-    shown = [[r.get("trial_id") or "", r.get("scope") or "", "" if r.get("n") is None else str(r["n"]), "" if r.get("class") is None else str(r["class"]),
-              r["metric"], number(r["value"], 4)] for r in rows]
+    shown = [[r.get("trial_id") or "", r.get("strategy") or "", r.get("subset") or "", r.get("scope") or "", "" if r.get("n") is None else str(r["n"]),
+              "" if r.get("class") is None else str(r["class"]), r["metric"], number(r["value"], 4)] for r in rows]
     return (f"<h2>Evaluation</h2><details><summary>All {len(rows)} rows of evaluation.parquet</summary>"
-            + _table(["trial", "scope", "n", "class", "metric", "value"], shown) + "</details>")
+            + _table(["trial", "strategy", "subset", "scope", "n", "class", "metric", "value"], shown) + "</details>")
 
 
 def _other_figures(paths: RunPaths, figures: dict[str, Any]) -> str:

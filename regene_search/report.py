@@ -171,7 +171,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         config = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in promoted["config"].items())
         console.print(f"  {escape(config)}", highlight=False, soft_wrap=False)
     for quality in s["quality"]:
-        print_quality(quality, console)
+        if quality.get("strategy", "convex") == "convex":  # metric x n: the paper's convex combinations
+            print_quality(quality, console)
+    for comparison in s.get("comparison", []):
+        if len(comparison["strategies"]) > 1:
+            print_comparison(comparison, console)
     if s["judge"]:
         judge = s["judge"]
         console.print(f"judge: neutral ResNet-{judge['depth']}, test accuracy {judge['test_accuracy']:.3f}" + (" [yellow](weak)[/yellow]" if judge["weak"] else ""))
@@ -214,6 +218,27 @@ def print_quality(quality: dict[str, Any], console: Console) -> None:
     if weakest:
         shown = ", ".join(f"{escape(c['name'])} ({number(c['accept_rate'], 2)} accepted, neutral acc {number(c.get('neutral_acc_gen'))})" for c in weakest)
         console.print(f"  weakest classes: {shown}", highlight=False)
+
+
+def _bar_cell(value: Any, row: dict[str, Any]) -> str:
+    text = number(value)
+    if row["bar"] is None or value is None:
+        return text
+    return f"[green]{text} ✓[/green]" if value >= row["bar"] else f"[red]{text} ✗[/red]"
+
+
+def print_comparison(comparison: dict[str, Any], console: Console) -> None:
+    """One encoder's generation strategies side by side: metric rows x strategy columns, the paper's bar marked."""
+    from .summary import PAPER_BAR
+
+    table = Table(title=f"{comparison['trial_id']}: strategies (✓ / ✗ : at or above / below the paper's bar of {PAPER_BAR:g})", title_justify="left",
+                  box=None, pad_edge=False, header_style="bold")
+    table.add_column("metric")
+    for strategy in comparison["strategies"]:
+        table.add_column(strategy, justify="right")
+    for row in comparison["table"]:
+        table.add_row(row["label"], *(_bar_cell(row["values"].get(strategy), row) for strategy in comparison["strategies"]))
+    console.print(table)
 
 
 def print_run(run_dir: Location | str, console: Console) -> None:

@@ -121,6 +121,7 @@ DECODER_COLUMNS = run_schema(
 GENERATION_COLUMNS = run_schema(
     [
         ("trial_id", pa.string()),
+        ("strategy", pa.string()),
         ("class", pa.int64()),
         ("class_name", pa.string()),
         ("n", pa.int64()),
@@ -131,14 +132,31 @@ GENERATION_COLUMNS = run_schema(
         ("threshold", pa.float64()),
         ("accepted", pa.bool_()),
         ("image_png", pa.binary()),
+    ],
+    nullable_ints=("n",),  # n is a convex combination's size: null for the other strategies
+)
+# The lsdm strategy's latent generator: a row per logging interval (generators/lsdm.py, LSDM_COLUMNS).
+LSDM_TABLE_COLUMNS = run_schema(
+    [
+        ("trial_id", pa.string()),
+        ("step", pa.int64()),
+        ("critic_loss", pa.float64()),
+        ("generator_loss", pa.float64()),
+        ("gradient_penalty", pa.float64()),
+        ("w1_estimate", pa.float64()),
+        ("seconds", pa.float64()),
     ]
 )
 # `scope` names what a metric aggregates over, so no reader has to read meaning into nulls.
 EVALUATION_SCOPES = ("run", "n", "class", "n_class")
+# `subset` of a row judging generations: after the two-step filter (the paper's) or before it.
+EVALUATION_SUBSETS = ("accepted", "all")
 EVALUATION_COLUMNS = run_schema(
     [
         ("dataset", pa.string()),
         ("trial_id", pa.string()),
+        ("strategy", pa.string()),
+        ("subset", pa.string()),
         ("scope", pa.string()),
         ("n", pa.int64()),
         ("class", pa.int64()),
@@ -174,6 +192,7 @@ TABLES = {
     "hypervolume.parquet": HYPERVOLUME_COLUMNS,
     "decoder.parquet": DECODER_COLUMNS,
     "generations.parquet": GENERATION_COLUMNS,
+    "lsdm.parquet": LSDM_TABLE_COLUMNS,
     "evaluation.parquet": EVALUATION_COLUMNS,
     "proxy.parquet": PROXY_COLUMNS,
 }
@@ -234,6 +253,7 @@ class RunPaths:
     hypervolume = property(lambda self: self.dir / "hypervolume.parquet")
     decoder = property(lambda self: self.dir / "decoder.parquet")
     generations = property(lambda self: self.dir / "generations.parquet")
+    lsdm = property(lambda self: self.dir / "lsdm.parquet")
     evaluation = property(lambda self: self.dir / "evaluation.parquet")
     proxy = property(lambda self: self.dir / "proxy.parquet")
     tune_dir = property(lambda self: self.dir / "tune")
@@ -261,6 +281,13 @@ class RunPaths:
 
     def generation_grid(self, trial_id: str, n: int) -> Location:
         return self.inside(f"figures/{trial_id}/generations-n{n}.png")
+
+    def strategy_grid(self, trial_id: str, strategy: str) -> Location:
+        """Accepted generations of a strategy other than convex (which has a grid per n)."""
+        return self.inside(f"figures/{trial_id}/generations-{strategy}.png")
+
+    def lsdm_checkpoint(self, trial_id: str) -> Location:
+        return self.inside(f"checkpoints/lsdm-{trial_id}.pt")
 
     def interpolation_strip(self, trial_id: str, cls: int) -> Location:
         return self.inside(f"figures/{trial_id}/interpolation-{cls}.png")

@@ -26,6 +26,21 @@ QUALITY_METRICS = (
     ("fid_neutral_org_gen", "FID test vs generations (neutral features)", None, False),
     ("fid_neutral_recon_gen", "FID reconstructions vs generations", None, False),
 )
+# The strategy comparison, metric rows x strategy columns: (metric, subset, label, bar, higher is better).
+COMPARISON_METRICS = (
+    ("neutral_acc_gen", "accepted", "neutral accuracy on accepted generations", PAPER_BAR, True),
+    ("neutral_acc_gen", "all", "neutral accuracy on all generations (before the filter)", None, True),
+    ("accept_rate", None, "accepted by the two-step filter", None, True),
+    ("fid_neutral_org_gen", "accepted", "FID test vs accepted generations (neutral features)", None, False),
+    ("fid_neutral_org_gen", "all", "FID test vs all generations", None, False),
+    ("fid_neutral_recon_gen", "accepted", "FID reconstructions vs accepted generations", None, False),
+    ("kid_neutral_org_gen", "accepted", "KID test vs accepted generations", None, False),
+    ("precision", "accepted", "precision (accepted)", None, True),
+    ("recall", "accepted", "recall (accepted)", None, True),
+    ("density", "accepted", "density (accepted)", None, True),
+    ("coverage", "accepted", "coverage (accepted)", None, True),
+    ("coverage", "all", "coverage (all)", None, True),
+)
 RUN_METRICS = (
     ("recon_mae", "reconstruction MAE (test)"),
     ("recon_ssim", "reconstruction SSIM (test)"),
@@ -70,7 +85,8 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "wall_seconds": sum(s.get("seconds") or 0.0 for s in stages.values()),
         "stages": [_stage(name, stages.get(name), spec) for name in STAGES],
         "promoted": [_promoted(r, by_id.get(r["trial_id"], {})) for r in promoted],
-        "quality": [_quality(t, evaluation, class_names) for t in dict.fromkeys(r["trial_id"] for r in evaluation if r.get("trial_id"))],
+        "quality": [_quality(t, strategy, evaluation, class_names) for t, strategy in _judged(evaluation)],
+        "comparison": [_comparison(t, evaluation) for t in dict.fromkeys(r["trial_id"] for r in evaluation if r.get("trial_id"))],
         "judge": _judge(evaluation, stages),
         "agreement": _agreement(paths, stages),
     }
@@ -115,7 +131,13 @@ def stage_headline(stage: str, summary: dict[str, Any]) -> str:
         parts = [f"{t}: val MAE {d['val_mae']:.4f}, SSIM {d['val_ssim']:.3f}" for t, d in (summary.get("decoders") or {}).items()]
         return f"{summary.get('epochs')} epochs; " + "; ".join(parts)
     if stage == "generate" and summary:
-        parts = [f"{t}: {d['accepted']} of {d['generated']} accepted ({d['accept_rate']:.1%})" for t, d in (summary.get("trials") or {}).items()]
+        def accepted(d: dict[str, Any]) -> str:
+            return f"{d['accepted']} of {d['generated']} accepted ({d['accept_rate']:.1%})" if d.get("generated") else "nothing generated"
+
+        parts = [
+            f"{t}: " + (", ".join(f"{name} {accepted(info)}" for name, info in d["strategies"].items()) if "strategies" in d else accepted(d))
+            for t, d in (summary.get("trials") or {}).items()
+        ]
         return "; ".join(parts)
     if stage == "evaluate" and summary:
         parts = [f"{t}: neutral accuracy on generations {d['neutral_acc_gen']:.3f}" for t, d in (summary.get("trials") or {}).items() if "neutral_acc_gen" in d]
@@ -144,8 +166,41 @@ def _scope(row: dict[str, Any]) -> str:
     ]
 
 
-def _quality(trial_id: str, evaluation: list[dict[str, Any]], class_names: dict[int, str]) -> dict[str, Any]:
-    rows = [r for r in evaluation if r.get("trial_id") == trial_id]
+def _judged(evaluation: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(trial, strategy) of every set of generations judged; a file from before the strategies: convex."""
+    pairs = {}
+    for r in evaluation:
+        if r.get("trial_id"):
+            pairs.setdefault(r["trial_id"], {})
+            if r.get("strategy"):
+                pairs[r["trial_id"]][r["strategy"]] = None
+    return [(t, s) for t, strategies in pairs.items() for s in (strategies or ["convex"])]
+
+
+def _subset(row: dict[str, Any]) -> str | None:
+    """A row's subset; a file from before the strategies judged the accepted generations only."""
+    if row.get("strategy") is None and row["metric"] not in ("accept_rate", "accepted_count"):
+        return row.get("subset") or "accepted"
+    return row.get("subset")
+
+
+def _comparison(trial_id: str, evaluation: list[dict[str, Any]]) -> dict[str, Any]:
+    """One encoder's strategies side by side: metric rows x strategy columns (scope run)."""
+    rows = [r for r in evaluation if r.get("trial_id") == trial_id and _scope(r) == "run"]
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows if r.get("strategy"))) or ["convex"]
+    table = []
+    for metric, subset, label, bar, higher in COMPARISON_METRICS:
+        # A file from before the strategies holds convex's rows without strategy or subset.
+        values = {(r.get("strategy") or "convex"): r["value"] for r in rows if r["metric"] == metric and _subset(r) == subset}
+        if values:
+            table.append({"metric": metric, "subset": subset, "label": label, "bar": bar, "higher_is_better": higher, "values": values})
+    return {"trial_id": trial_id, "strategies": strategies, "table": table}
+
+
+def _quality(trial_id: str, strategy: str, evaluation: list[dict[str, Any]], class_names: dict[int, str]) -> dict[str, Any]:
+    """One encoder's generations of one strategy after the filter: metric x n (n: convex only), run metrics, classes."""
+    # Rows without a strategy: the encoder's own (reconstructions), or a file from before the strategies (convex).
+    rows = [r for r in evaluation if r.get("trial_id") == trial_id and r.get("strategy") in (None, strategy) and r.get("subset") in (None, "accepted")]
     ns = sorted({int(r["n"]) for r in rows if r.get("n") is not None})
     table = []
     for metric, label, bar, higher in QUALITY_METRICS:
@@ -170,7 +225,7 @@ def _quality(trial_id: str, evaluation: list[dict[str, Any]], class_names: dict[
         rates = entry["accept_rate_by_n"].values()
         entry["accept_rate"] = sum(rates) / len(rates) if rates else None  # equal generations per (class, n)
     weakest_first = sorted(classes.values(), key=lambda c: (c.get("neutral_acc_gen", -1.0) if c.get("accept_rate") else -2.0, c["accept_rate"] or 0.0))
-    return {"trial_id": trial_id, "ns": ns, "table": table, "run": run_metrics, "classes": weakest_first}
+    return {"trial_id": trial_id, "strategy": strategy, "ns": ns, "table": table, "run": run_metrics, "classes": weakest_first}
 
 
 def _judge(evaluation: list[dict[str, Any]], stages: dict[str, Any]) -> dict[str, Any] | None:
@@ -207,7 +262,7 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
     if judge and judge["weak"]:
         found.append(f"the neutral judge reaches only {judge['test_accuracy']:.3f} test accuracy (< {PAPER_BAR:g}): its verdict on the generations says little")
     for quality in summary["quality"]:
-        trial = quality["trial_id"]
+        trial = quality["trial_id"] if quality.get("strategy", "convex") == "convex" else f"{quality['trial_id']} {quality['strategy']}"
         gen_acc = next((row["all"] for row in quality["table"] if row["metric"] == "neutral_acc_gen"), None)
         if gen_acc is not None and gen_acc < PAPER_BAR:
             found.append(f"{trial}: neutral accuracy on generations {gen_acc:.3f} is below the paper's bar of {PAPER_BAR:g}")
@@ -217,7 +272,7 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
         near, test = quality["run"].get("novelty_nn_l2_mean"), quality["run"].get("novelty_test_nn_l2_mean")
         if near is not None and test is not None and near < test:
             found.append(f"{trial}: generations sit closer to the training set (mean nearest-neighbour L2 {near:.2f}) than real test images do ({test:.2f}): "
-                         f"look at figures/{trial}/novelty.png for near-copies")
+                         f"look at figures/{quality['trial_id']}/novelty.png for near-copies")
     agreement = summary["agreement"] or {}
     found += [f"search score: {v}" for v in agreement.get("verdicts", []) if "disagrees" in v]
     return found

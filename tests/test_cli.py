@@ -134,6 +134,8 @@ BAD_RUNS = {
     "startup trials with random": lambda t: (["run", "shapes", "--sampler", "random", "--startup-trials", "4"], "--startup-trials applies to --sampler tpe"),
     "unknown promotion": lambda t: (["run", "shapes", "--promote", "best"], "--promote"),
     "unknown stage": lambda t: (["run", "shapes", "--stages", "search,paint"], "paint"),
+    "unknown generator": lambda t: (["run", "shapes", "--generators", "convex,diffusion"], "unknown generator 'diffusion'; choose from convex,gaussian,lsdm"),
+    "no generator": lambda t: (["run", "shapes", "--generators", ","], "no generator given"),
     "negative gpus": lambda t: (["run", "shapes", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
     "no cpus per trial": lambda t: (["run", "shapes", "--cpus-per-trial", "0"], "--cpus-per-trial"),
     "negative seed": lambda t: (["run", "shapes", "--seed", "-1"], "--seed"),
@@ -292,6 +294,21 @@ def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
     assert make_sampler("tpe", seed=0, trials=40)._n_startup_trials == 10
     default = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)]))
     assert (default.grace_period, default.reduction_factor, default.startup_trials) == (1, 2.0, None)
+
+
+def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_own(tmp_path, capsys):
+    from regene_search.cli import _spec_from_args, build_parser
+    from regene_search.config import GENERATORS, RunSpec
+
+    spec = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), "--generators", "lsdm, convex,lsdm"]))
+    assert spec.generators == ("lsdm", "convex") and RunSpec.from_json(spec.to_json()) == spec
+    assert _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)])).generators == GENERATORS == ("convex", "gaussian", "lsdm")
+    old = {k: v for k, v in spec.to_json().items() if k != "generators"}
+    assert RunSpec.from_json(old).generators == ("convex",)  # a run recorded before the strategies
+    done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
+    folder = _run_folder(tmp_path, stages_json=json.dumps(done))
+    assert main(["run", "--resume", folder, "--generators", "gaussian", "--stages", "search"]) == 0
+    assert "ignored: --generators" in capsys.readouterr().out
 
 
 def test_resume_names_the_flags_it_ignores(tmp_path, capsys):

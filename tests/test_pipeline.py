@@ -19,7 +19,7 @@ from scipy import stats
 from regene_search.results import EVALUATION_COLUMNS, PROXY_COLUMNS, TABLES
 from regene_search.stages.proxy import DOWNSTREAM, PROXIES
 
-from .conftest import CLI, needs_mnist
+from .conftest import CLI, SHARED_DATA, needs_mnist
 from .raycleanup import stop_ray_processes
 
 # The first test sets up three continuations of the smoke run (failed, interrupted, finished): over 900 s on busy cores.
@@ -244,3 +244,38 @@ def test_every_run_writes_a_report_that_chromium_renders_with_every_image(full_r
     for heading in ("Stages", "Search", "Promoted encoder", "Generations against the paper's bar", "By class, weakest first", "Evaluation"):
         assert heading in check.text, heading
     (tmp_path / "report.png").write_bytes(check.screenshot)
+
+
+def test_every_generation_strategy_through_the_cli_is_judged_by_every_metric(smoke_search_run):
+    """The smallest whole run with every strategy: one smoke trial, one n, 12 convex combinations per class
+    (so 12 samples per class of each sampled strategy). It shares the smoke run's results root, so the
+    neutral classifier comes from the cache when the pipeline tests have trained it."""
+    from regene_search.config import GENERATORS
+
+    results = smoke_search_run.run_dir.parent.parent
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    try:
+        proc = subprocess.run(
+            [*CLI, "run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke",
+             "--trials", "1", "--generate-n", "2", "--generate-per-class", "12", "--generators", ",".join(GENERATORS),
+             "--results", str(results), "--name", "strategies", "--ray-temp-dir", ray_tmp],
+            capture_output=True, text=True, timeout=1500, env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        stop_ray_processes(ray_tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = results / "mnist" / "strategies"
+    evaluation = pd.read_parquet(run_dir / "evaluation.parquet")
+    judged = {"neutral_acc_gen", "fid_neutral_org_gen", "fid_neutral_recon_gen", "kid_neutral_org_gen", "precision", "recall", "density", "coverage"}
+    for strategy in GENERATORS:
+        mine = evaluation[(evaluation["strategy"] == strategy) & (evaluation["scope"] == "run")]
+        for subset in ("accepted", "all"):
+            assert judged <= set(mine.loc[mine["subset"] == subset, "metric"]), (strategy, subset)
+        assert set(mine.loc[mine["subset"].isna(), "metric"]) == {"accept_rate", "accepted_count"}
+    generations = pd.read_parquet(run_dir / "generations.parquet")
+    assert generations.groupby("strategy").size().to_dict() == {s: 120 for s in GENERATORS}
+    assert len(pd.read_parquet(run_dir / "lsdm.parquet")) >= 5
+    figures = {p.name for p in (run_dir / "figures").rglob("generations-*.png")}
+    assert "generations-n2.png" in figures and {f"generations-{s}.png" for s in GENERATORS if s != "convex"} <= figures
+    show = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert re.search(r"^neutral accuracy on accepted generations(\s+[\d.]+ [✓✗]){3}$", show.stdout, re.M), show.stdout

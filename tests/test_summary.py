@@ -93,3 +93,34 @@ def test_show_detail_keeps_the_full_dump_and_json_with_detail_is_refused(tmp_pat
     assert "trials.parquet: 3 rows" in detail.stdout and "figures:" in detail.stdout
     both = subprocess.run([*CLI, "show", str(paths.dir), "--detail", "--json"], capture_output=True, text=True, timeout=120)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr and "Traceback" not in both.stderr
+
+
+def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_with_the_bar(tmp_path):
+    from regene_search.results import EVALUATION_COLUMNS, read_parquet, table_from_rows, write_parquet
+
+    paths = make_run(tmp_path)
+    rows = read_parquet(paths.evaluation).to_pylist()
+    for r in rows:  # the fixture's generation rows become convex's, after the filter
+        if r["trial_id"] and not r["metric"].startswith(("recon", "novelty_test")):
+            r["strategy"], r["subset"] = "convex", None if r["metric"] in ("accept_rate", "accepted_count") else "accepted"
+    for strategy, accuracy, coverage in (("gaussian", 0.93, 0.7), ("lsdm", 0.81, 0.4)):
+        for subset, shift in (("accepted", 0.0), ("all", -0.05)):
+            rows += [{"dataset": "mnist", "trial_id": "a", "strategy": strategy, "subset": subset, "scope": "run", "metric": m, "value": v + shift}
+                     for m, v in (("neutral_acc_gen", accuracy), ("coverage", coverage), ("kid_neutral_org_gen", 0.01))]
+        rows.append({"dataset": "mnist", "trial_id": "a", "strategy": strategy, "scope": "run", "metric": "accept_rate", "value": 0.5})
+    write_parquet(table_from_rows(rows, EVALUATION_COLUMNS), paths.evaluation)
+    summary = run_summary(paths.dir)
+    [comparison] = summary["comparison"]
+    assert comparison["strategies"] == ["convex", "gaussian", "lsdm"]
+    table = {(row["metric"], row["subset"]): row for row in comparison["table"]}
+    assert table[("neutral_acc_gen", "accepted")]["values"] == {"convex": 0.95, "gaussian": 0.93, "lsdm": 0.81}
+    assert table[("neutral_acc_gen", "all")]["values"] == {"gaussian": 0.88, "lsdm": 0.76}
+    assert table[("accept_rate", None)]["values"] == {"convex": 100 / 120, "gaussian": 0.5, "lsdm": 0.5}
+    assert table[("coverage", "accepted")]["values"] == {"gaussian": 0.7, "lsdm": 0.4}
+    # One quality entry per (trial, strategy); the below-bar warning names the strategy.
+    assert [(q["trial_id"], q["strategy"]) for q in summary["quality"]] == [("a", "convex"), ("a", "gaussian"), ("a", "lsdm")]
+    assert "a lsdm: neutral accuracy on generations 0.810 is below the paper's bar of 0.9" in "\n".join(summary["warnings"])
+    text = shown(summary)
+    assert "a: strategies" in text
+    line = next(t for t in text.splitlines() if t.startswith("neutral accuracy on accepted generations"))
+    assert line.split()[-6:] == ["0.950", "✓", "0.930", "✓", "0.810", "✗"]

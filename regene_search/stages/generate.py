@@ -10,6 +10,19 @@ confidence for c on the combined latent and (ii) the classifier's confidence for
 decoded image both reach the threshold of class c: by default the mean confidence of class c
 over the holdout (validation) images of class c.
 
+Strategies (`--generators`, issue 14), each run on every promoted encoder with the same filter:
+
+- `convex`: the paper's convex combinations, above.
+- `gaussian`: one full-covariance Gaussian per class fitted to that class's training latents
+  (`generators/gaussian.py`), sampled in the latent's own domain.
+- `lsdm`: a class-conditional generator G(noise, class) -> latent trained by WGAN-GP on the frozen
+  encoder's (latent, class) pairs (`generators/lsdm.py`), in a Ray task per encoder like the
+  decoder; its loss rows go to `lsdm.parquet`.
+
+The sampled strategies make as many latents per class as convex does (`per_class` x the number
+of n), so the sets they are judged on are the same size; their `n` is null. For them the first
+filter step is the head's confidence on the sampled latent.
+
 `generations.parquet` has one row per generated image, columns `GENERATION_COLUMNS` (results.py),
 each described in docs/results.md.
 """
@@ -24,13 +37,17 @@ import torch
 from rich.markup import escape
 
 from .. import plots
+from ..config import GENERATORS
 from ..errors import UserError
 from ..figures import encode_png, grid_png, strip_png
 from ..models import Classifier, load_classifier
-from ..results import GENERATION_COLUMNS, write_bytes
-from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, pick_device, to_float
+from ..data.dataset import ImageData
+from ..generators.gaussian import ClassGaussians
+from ..generators.lsdm import LSDMSettings, load_lsdm, lsdm_state, train_lsdm
+from ..results import GENERATION_COLUMNS, LSDM_TABLE_COLUMNS, write_bytes
+from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, pick_device, run_tasks, save_checkpoint, to_float
 from .context import StageContext
-from .decoder import LatentDecoder, decode_all, load_decoder
+from .decoder import LatentDecoder, decode_all, encoder_state, load_decoder
 
 WEIGHT_KINDS = ("uniform", "dirichlet")
 INTERPOLATION_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -51,8 +68,13 @@ class GenerateSettings:
     threshold: float | None = None
     seed: int = 0
     grid_columns: int = 10
+    strategies: tuple[str, ...] = ("convex",)
+    lsdm_steps: int = 1000
 
     def __post_init__(self) -> None:
+        unknown = [s for s in self.strategies if s not in GENERATORS]
+        if unknown or not self.strategies:
+            raise UserError(f"generators must be a non-empty list of {','.join(GENERATORS)}, got {','.join(self.strategies)}")
         if not self.ns or min(self.ns) < 2:
             raise UserError(f"generate n values must all be >= 2, got {self.ns}")
         if self.per_class < 1:
@@ -73,7 +95,14 @@ class GenerateSettings:
             dirichlet_alpha=spec.dirichlet_alpha,
             threshold=spec.generate_threshold,
             seed=spec.seed,
+            strategies=tuple(spec.generators),
+            lsdm_steps=spec.resolved_budget.lsdm_steps,
         )
+
+    @property
+    def sampled_per_class(self) -> int:
+        """Latents per class of a sampled strategy: as many as convex makes over all its n."""
+        return self.per_class * len(self.ns)
 
 
 def convex_weights(rng: np.random.Generator, count: int, n: int, *, kind: str = "uniform", alpha: float = 1.0) -> np.ndarray:
@@ -167,6 +196,47 @@ class TrainLatents:
         return self.latents[torch.from_numpy(np.searchsorted(self.index, indices))]
 
 
+def filtered_rows(
+    ctx: StageContext,
+    trial_id: str,
+    strategy: str,
+    classifier: Classifier,
+    decoder: LatentDecoder,
+    latents: torch.Tensor,
+    classes: torch.Tensor,
+    thresholds: torch.Tensor,
+    device: torch.device,
+    *,
+    n: int | None = None,
+    sources: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Decode latents meant to be of `classes` and apply the two-step filter: (rows, uint8 images)."""
+    latent_conf = true_class_confidence(head_logits(classifier, latents, device), classes)
+    images = decode_all(decoder, latents, device)
+    image_conf = true_class_confidence(image_logits(classifier, images, device), classes)
+    threshold = thresholds[classes]
+    accepted = two_step_accept(latent_conf, image_conf, threshold.float())
+    rows = [
+        {
+            "trial_id": trial_id,
+            "strategy": strategy,
+            "class": int(classes[i]),
+            "class_name": ctx.data.classes[int(classes[i])],
+            "n": n,
+            "source_indices": None if sources is None else sources[i].tolist(),
+            "weights": None if weights is None else weights[i].tolist(),
+            "latent_confidence": float(latent_conf[i]),
+            "image_confidence": float(image_conf[i]),
+            "threshold": float(threshold[i]),
+            "accepted": bool(accepted[i]),
+            "image_png": encode_png(images[i]),
+        }
+        for i in range(len(latents))
+    ]
+    return rows, images
+
+
 def generate_for_trial(
     ctx: StageContext,
     trial_id: str,
@@ -177,36 +247,74 @@ def generate_for_trial(
     thresholds: torch.Tensor,
     device: torch.device,
 ) -> tuple[list[dict[str, Any]], torch.Tensor]:
-    """Decode and filter every planned combination: (rows, their uint8 images)."""
+    """Decode and filter every planned convex combination: (rows, their uint8 images)."""
     data = ctx.data
     rows, all_images = [], []
     for (c, n), (sources, weights) in plan.items():
         combined = (torch.from_numpy(weights).float().unsqueeze(2) * latents[sources]).sum(1)
         labels = torch.full((len(combined),), c, dtype=torch.int64)
-        latent_conf = true_class_confidence(head_logits(classifier, combined, device), labels)
-        images = decode_all(decoder, combined, device)
-        image_conf = true_class_confidence(image_logits(classifier, images, device), labels)
-        threshold = float(thresholds[c])
-        accepted = two_step_accept(latent_conf, image_conf, torch.full_like(latent_conf, threshold))
-        for i in range(len(combined)):
-            rows.append(
-                {
-                    "trial_id": trial_id,
-                    "class": c,
-                    "class_name": data.classes[c],
-                    "n": n,
-                    "source_indices": sources[i].tolist(),
-                    "weights": weights[i].tolist(),
-                    "latent_confidence": float(latent_conf[i]),
-                    "image_confidence": float(image_conf[i]),
-                    "threshold": threshold,
-                    "accepted": bool(accepted[i]),
-                    "image_png": encode_png(images[i]),
-                }
-            )
+        part, images = filtered_rows(ctx, trial_id, "convex", classifier, decoder, combined, labels, thresholds, device, n=n, sources=sources, weights=weights)
+        rows += part
         all_images.append(images)
     empty = torch.zeros(0, data.channels, data.image_size, data.image_size, dtype=torch.uint8)
     return rows, torch.cat(all_images) if all_images else empty
+
+
+def sampled_classes(num_classes: int, per_class: int) -> torch.Tensor:
+    """The class of each latent a sampled strategy draws: `per_class` of each class, class by class."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def strategy_generator(settings: GenerateSettings, strategy: str) -> torch.Generator:
+    """The seeded noise of a sampled strategy: the same draws for every encoder, other draws per strategy."""
+    return torch.Generator().manual_seed(settings.seed * 1000 + GENERATORS.index(strategy) + 13)
+
+
+def train_lsdm_task(
+    data: ImageData,
+    trial_id: str,
+    encoder: dict[str, Any],
+    settings: LSDMSettings,
+    device: torch.device | None = None,
+    report: Any = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train one encoder's LSDM latent generator on its frozen train-split latents (a Ray task like the
+    decoder's): (checkpoint dict, loss rows of lsdm.parquet)."""
+    device = device or pick_device()
+    classifier = load_classifier(encoder, device)
+    latents = encode_all(classifier, data.train_x, device)
+    say = (lambda line: report(f"{trial_id} {line}")) if report else None
+    generator, rows = train_lsdm(latents, data.train_y, data.num_classes, classifier.config.latent_activation, settings, device, report=say)
+    return lsdm_state(generator, settings), [{"trial_id": trial_id, **row} for row in rows]
+
+
+def train_lsdms(ctx: StageContext, settings: GenerateSettings, checkpoints: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every promoted encoder's LSDM generator, trained in parallel; saves them and lsdm.parquet."""
+    lsdm = LSDMSettings(steps=settings.lsdm_steps, seed=settings.seed, log_every=max(1, min(50, settings.lsdm_steps // 5)))
+    calls = [(ctx.data, trial_id, encoder_state(path), lsdm) for trial_id, path in checkpoints.items()]
+    ctx.say(f"generate: training {len(calls)} LSDM latent generator(s), {lsdm.steps} steps")
+    results = run_tasks(train_lsdm_task, calls, cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial, report=ctx.say)
+    states, rows = {}, []
+    for trial_id, (state, part) in zip(checkpoints, results, strict=True):
+        save_checkpoint(state, ctx.paths.lsdm_checkpoint(trial_id))
+        states[trial_id] = state
+        rows += part
+    ctx.paths.write_table(rows, LSDM_TABLE_COLUMNS, ctx.paths.lsdm)
+    return states
+
+
+def sampled_latents(
+    strategy: str, classifier: Classifier, train_latents: torch.Tensor, ctx: StageContext, settings: GenerateSettings, lsdm: dict[str, Any] | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents on the CPU, their classes) of a sampled strategy."""
+    classes = sampled_classes(ctx.data.num_classes, settings.sampled_per_class)
+    generator = strategy_generator(settings, strategy)
+    if strategy == "gaussian":
+        model = ClassGaussians.fit(train_latents, ctx.data.train_y, ctx.data.num_classes, classifier.config.latent_activation)
+        return model.sample(classes, generator).cpu(), classes
+    if strategy == "lsdm":
+        return load_lsdm(lsdm, device).sample(classes, generator).float().cpu(), classes
+    raise ValueError(f"{strategy!r} is not a sampled strategy")
 
 
 def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -215,7 +323,7 @@ def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def rate(selected: list[dict[str, Any]]) -> float | None:
         return sum(r["accepted"] for r in selected) / len(selected) if selected else None
 
-    ns = sorted({r["n"] for r in rows})
+    ns = sorted({r["n"] for r in rows if r["n"] is not None})  # only convex rows have an n
     classes = sorted({r["class"] for r in rows})
     return {
         "generated": len(rows),
@@ -224,6 +332,16 @@ def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "accept_rate_by_n": {str(n): rate([r for r in rows if r["n"] == n]) for n in ns},
         "accept_rate_by_n_class": {str(n): {str(c): rate([r for r in rows if r["n"] == n and r["class"] == c]) for c in classes} for n in ns},
     }
+
+
+def write_strategy_grid(ctx: StageContext, trial_id: str, strategy: str, rows: list[dict[str, Any]], images: torch.Tensor, settings: GenerateSettings) -> list[Any]:
+    """A sampled strategy's grid: a row per class, its first `grid_columns` accepted generations in draw order."""
+    grid = [[images[i] for i, r in enumerate(rows) if r["class"] == c and r["accepted"]][: settings.grid_columns] for c in range(ctx.data.num_classes)]
+    if not any(grid):
+        return []
+    path = ctx.paths.strategy_grid(trial_id, strategy)
+    write_bytes(grid_png(grid, row_labels=list(ctx.data.classes)), path)
+    return [path.relative_to(ctx.paths.dir)]
 
 
 def write_figures(
@@ -261,26 +379,48 @@ def write_figures(
 def generate_stage(ctx: StageContext) -> dict[str, Any]:
     settings = GenerateSettings.from_spec(ctx.spec)
     device = pick_device()
+    checkpoints = ctx.promoted_checkpoints()
     # The same sources and weights for every promoted encoder, so their generations compare.
     plan = sample_plan(ctx, settings)
     pairs = interpolation_pairs(ctx, settings.seed)
     used = np.concatenate([np.zeros(0, dtype=np.int64), *(sources.ravel() for sources, _ in plan.values()), *pairs.values()])
+    lsdms = train_lsdms(ctx, settings, checkpoints) if "lsdm" in settings.strategies else {}
     all_rows, summary = [], {}
-    for trial_id, classifier_path in ctx.promoted_checkpoints().items():
+    for trial_id, classifier_path in checkpoints.items():
         classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
         decoder = load_decoder(load_checkpoint(ctx.paths.decoder_checkpoint(trial_id), "run the decoder stage first"), device)
-        latents = TrainLatents(classifier, ctx.data.train_x, used, device)
         thresholds = holdout_thresholds(ctx, classifier, settings, device)
-        rows, images = generate_for_trial(ctx, trial_id, classifier, decoder, plan, latents, thresholds, device)
-        figures = write_figures(ctx, trial_id, rows, images, pairs, latents, decoder, settings, device)
-        summary[trial_id] = {**acceptance(rows), "thresholds": thresholds.tolist(), "figures": figures}
+        rows, figures, strategies = [], [], {}
+        if "convex" in settings.strategies:
+            latents = TrainLatents(classifier, ctx.data.train_x, used, device)
+            part, images = generate_for_trial(ctx, trial_id, classifier, decoder, plan, latents, thresholds, device)
+            figures += write_figures(ctx, trial_id, part, images, pairs, latents, decoder, settings, device)
+            strategies["convex"], rows = acceptance(part), rows + part
+        sampled = [s for s in settings.strategies if s in ("gaussian", "lsdm")]
+        train_latents = encode_all(classifier, ctx.data.train_x, device).cpu() if "gaussian" in sampled else None
+        for strategy in sampled:
+            latents, classes = sampled_latents(strategy, classifier, train_latents, ctx, settings, lsdms.get(trial_id), device)
+            part, images = filtered_rows(ctx, trial_id, strategy, classifier, decoder, latents, classes, thresholds, device)
+            figures += write_strategy_grid(ctx, trial_id, strategy, part, images, settings)
+            strategies[strategy], rows = acceptance(part), rows + part
+        summary[trial_id] = {**acceptance(rows), "strategies": strategies, "thresholds": thresholds.tolist(), "figures": figures}
         ctx.console.print(
-            f"generate {trial_id}: {summary[trial_id]['accepted']}/{len(rows)} accepted; by n "
-            + ", ".join(f"{n}: {rate:.2f}" for n, rate in summary[trial_id]["accept_rate_by_n"].items())
+            f"generate {trial_id}: "
+            + "; ".join(f"{name} {info['accepted']}/{info['generated']} accepted" for name, info in strategies.items())
+            + ("; convex by n " + ", ".join(f"{n}: {rate:.2f}" for n, rate in strategies["convex"]["accept_rate_by_n"].items()) if "convex" in strategies else "")
         )
         all_rows += rows
     ctx.paths.write_table(all_rows, GENERATION_COLUMNS, ctx.paths.generations)
     for trial_id, info in summary.items():  # figures last: the generations are saved whatever a figure does
-        mine = [r for r in all_rows if r["trial_id"] == trial_id]
-        info["figures"] += [path.relative_to(ctx.paths.dir) for path in plots.save_each(plots.generation_figures(ctx.paths, trial_id, mine), ctx.say)]
-    return {"weights": settings.weights, "ns": list(settings.ns), "per_class": settings.per_class, "trials": summary}
+        mine = [r for r in all_rows if r["trial_id"] == trial_id and r["strategy"] == "convex"]  # acceptance by class x n: convex only
+        if mine:
+            info["figures"] += [path.relative_to(ctx.paths.dir) for path in plots.save_each(plots.generation_figures(ctx.paths, trial_id, mine), ctx.say)]
+    return {
+        "weights": settings.weights,
+        "ns": list(settings.ns),
+        "per_class": settings.per_class,
+        "strategies": list(settings.strategies),
+        "sampled_per_class": settings.sampled_per_class,
+        "lsdm_steps": settings.lsdm_steps if lsdms else None,
+        "trials": summary,
+    }

@@ -34,7 +34,7 @@ DISAGREES = 0.0
 PROXIES = {"accuracy": "higher", "decoder_mae": "lower", "latent_sparsity": "lower", "joint_score": "higher", "promotion_order": "lower"}
 DECODER_RESULTS = {"decoder_val_mae": ("val_mae", "lower"), "decoder_val_ssim": ("val_ssim", "higher")}
 EVALUATION_RESULTS = {"accept_rate": "higher", "neutral_acc_gen": "higher", "fid_neutral_org_gen": "lower", "coverage": "higher"}
-OPTIONAL = ("coverage",)  # no strategy computes it yet; a pair only when evaluation.parquet has it
+OPTIONAL = ("coverage",)  # a pair only when evaluation.parquet has it (runs before issue 14 do not)
 DOWNSTREAM = {**{name: better for name, (_, better) in DECODER_RESULTS.items()}, **EVALUATION_RESULTS}
 LABELS = {
     "decoder_val_mae": "final decoder MAE",
@@ -76,7 +76,9 @@ def downstream_results(paths: RunPaths, trial_ids: list[str]) -> dict[str, dict[
             last[r["trial_id"]] = r["epoch"]
             out[r["trial_id"]].update({name: _number(r[column]) for name, (column, _) in DECODER_RESULTS.items()})
     for r in read_parquet(paths.evaluation).to_pylist():
-        if r["trial_id"] in out and r["metric"] in EVALUATION_RESULTS and r["scope"] == "run":
+        # The paper's generator judged after its filter (files from before the strategies have neither column).
+        judged = r.get("strategy") in (None, "convex") and r.get("subset") in (None, "accepted")
+        if r["trial_id"] in out and r["metric"] in EVALUATION_RESULTS and r["scope"] == "run" and judged:
             out[r["trial_id"]][r["metric"]] = _number(r["value"])
     return out
 

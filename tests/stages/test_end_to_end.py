@@ -24,6 +24,7 @@ from regene_search.results import (
     EVALUATION_COLUMNS,
     EVALUATION_SCOPES,
     GENERATION_COLUMNS,
+    LSDM_TABLE_COLUMNS,
     PARETO_COLUMNS,
     RunPaths,
     read_parquet,
@@ -39,7 +40,7 @@ from ..conftest import needs_mnist, new_run_folder
 from ..raycleanup import stop_ray_processes
 
 TRIAL = "tiny_00000"
-TINY_BUDGET = Budget(name="tiny", train_images=None, val_images=None, max_epochs=1, trials=1, decoder_epochs=2, neutral_epochs=1)
+TINY_BUDGET = Budget(name="tiny", train_images=None, val_images=None, max_epochs=1, trials=1, decoder_epochs=2, neutral_epochs=1, lsdm_steps=40)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class StageSpec(RunSpec):
     neutral_depth: int | None = 8
     generate_n: tuple[int, ...] = (2, 3)
     generate_per_class: int = 6
+    generators: tuple[str, ...] = ("convex", "gaussian", "lsdm")
     novelty_samples: int = 32
     inception_weights: str | None = None
     inception_images: int = 8
@@ -114,8 +116,21 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
     paths, summaries, _ = stage_run
     table = read_parquet(paths.generations)
     assert table.schema == GENERATION_COLUMNS
-    rows = table.to_pylist()
-    assert len(rows) == 10 * 2 * 6 and {r["run"] for r in rows} == {"t"}
+    every = table.to_pylist()
+    assert [r["strategy"] for r in every] == ["convex"] * 120 + ["gaussian"] * 120 + ["lsdm"] * 120
+    rows = [r for r in every if r["strategy"] == "convex"]
+    assert len(rows) == 10 * 2 * 6 and {r["run"] for r in every} == {"t"}
+    for r in every:
+        assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["threshold"])
+    for strategy in ("gaussian", "lsdm"):  # sampled: as many per class as convex over its n, no n, sources or weights
+        mine = [r for r in every if r["strategy"] == strategy]
+        assert [r["class"] for r in mine] == [c for c in range(10) for _ in range(12)]
+        assert all(r["n"] is None and r["source_indices"] is None and r["weights"] is None for r in mine)
+        assert {(r["class"], r["threshold"]) for r in mine} == {(r["class"], r["threshold"]) for r in rows}  # the same class thresholds
+        if strategy == "gaussian":  # a fitted model of each digit's latents gets most samples past the head (LSDM: 40 steps, untrained)
+            assert sum(r["latent_confidence"] > 0.5 for r in mine) > len(mine) / 2
+        info = summaries["generate"]["trials"][TRIAL]["strategies"][strategy]
+        assert info["generated"] == 120 and info["accepted"] == sum(r["accepted"] for r in mine) and info["accept_rate_by_n"] == {}
     for r in rows:
         assert len(r["source_indices"]) == len(r["weights"]) == r["n"]
         assert len(set(r["source_indices"])) == r["n"]
@@ -125,8 +140,22 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
         assert r["class_name"] == str(r["class"])
     assert decode_png(rows[0]["image_png"], 1).shape == (1, 28, 28)
     generated = summaries["generate"]["trials"][TRIAL]
-    assert generated["generated"] == len(rows) and generated["accepted"] == sum(r["accepted"] for r in rows)
-    assert 0 < generated["accept_rate"] <= 1 and set(generated["accept_rate_by_n"]) == {"2", "3"}
+    assert generated["generated"] == len(every) and generated["accepted"] == sum(r["accepted"] for r in every)
+    convex = generated["strategies"]["convex"]
+    assert convex["generated"] == len(rows) and convex["accepted"] == sum(r["accepted"] for r in rows)
+    assert 0 < convex["accept_rate"] <= 1 and set(convex["accept_rate_by_n"]) == {"2", "3"}
+
+
+def test_lsdm_trains_on_ray_and_its_loss_rows_land_in_parquet(stage_run):
+    paths, summaries, _ = stage_run
+    table = read_parquet(paths.lsdm)
+    assert table.schema == LSDM_TABLE_COLUMNS
+    rows = table.to_pylist()
+    assert [(r["trial_id"], r["step"]) for r in rows] == [(TRIAL, s) for s in (8, 16, 24, 32, 40)]
+    assert all(r["gradient_penalty"] >= 0 and r["seconds"] > 0 for r in rows)
+    assert summaries["generate"]["lsdm_steps"] == 40
+    state = load_checkpoint(paths.lsdm_checkpoint(TRIAL), "generate stage")
+    assert state["format"] == "regene-search/lsdm-v1" and state["settings"]["steps"] == 40
 
 
 def test_figures_are_pngs_in_the_run_folder(stage_run):
@@ -134,7 +163,10 @@ def test_figures_are_pngs_in_the_run_folder(stage_run):
     assert str(paths.dir).startswith("s3://")
     figures = (paths.figures / TRIAL).files()
     names = {p.name for p in figures}
-    assert {"generations-n2.png", "generations-n3.png", "novelty.png"} <= names
+    assert {"generations-n2.png", "generations-n3.png", "generations-gaussian.png", "novelty.png"} <= names
+    # A strategy's grid holds its accepted generations: none (the 40-step LSDM may get none past the filter), no grid.
+    drawn = {s for s in ("gaussian", "lsdm") if summaries["generate"]["trials"][TRIAL]["strategies"][s]["accepted"]}
+    assert {f"figures/{TRIAL}/generations-{s}.png" for s in drawn} == {f for f in summaries["generate"]["trials"][TRIAL]["figures"] if f.endswith(("gaussian.png", "lsdm.png"))}
     assert {"reconstructions.png", "acceptance.png", "filter-scatter.png", "rejected.png"} <= names
     assert {f"figures/{TRIAL}/{name}" for name in ("acceptance.png", "filter-scatter.png", "rejected.png")} <= set(summaries["generate"]["trials"][TRIAL]["figures"])
     with Image.open(io.BytesIO(paths.reconstructions_figure(TRIAL).read_bytes())) as picture:  # test images above their reconstructions
@@ -167,6 +199,24 @@ def test_evaluation_has_the_documented_metrics(stage_run):
     frame = pd.read_parquet(io.BytesIO(paths.evaluation.read_bytes()))  # plain pandas, no hints
     assert frame["n"].dtype == "Int64" and frame["class"].dtype == "Int64"
     assert frame.pivot_table(index="scope", columns="metric", values="value", aggfunc="size").sum().sum() == len(frame)  # no row dropped
+    assert {r["strategy"] for r in rows} == {None, "convex", "gaussian", "lsdm"} and {r["subset"] for r in rows} == {None, "accepted", "all"}
+    # Every strategy, after the filter and before it: neutral accuracy, the FIDs, KID, precision, recall, density, coverage.
+    judged = {"neutral_acc_gen", "fid_neutral_org_gen", "fid_neutral_recon_gen", "fid_inception_org_gen", "fid_inception_recon_gen",
+              "kid_neutral_org_gen", "kid_neutral_org_gen_std", "precision", "recall", "density", "coverage"}
+    for strategy in ("convex", "gaussian", "lsdm"):
+        mine = [r for r in rows if r["strategy"] == strategy and r["scope"] == "run"]
+        assert {r["metric"] for r in mine if r["subset"] == "all"} == judged
+        accepted = {r["metric"] for r in mine if r["subset"] == "accepted"}
+        assert accepted == judged | {"novelty_nn_l2_mean", "novelty_nn_ssim_mean", "novelty_nn_l2_min", "novelty_nn_ssim_max"} or not summaries["generate"]["trials"][TRIAL]["strategies"][strategy]["accepted"]
+        assert {r["metric"] for r in mine if r["subset"] is None} == {"accept_rate", "accepted_count"}
+        value = {(r["metric"], r["subset"]): r["value"] for r in mine}
+        assert value[("accept_rate", None)] == pytest.approx(summaries["generate"]["trials"][TRIAL]["strategies"][strategy]["accept_rate"])
+        assert all(0 <= value[(k, "all")] <= 1 for k in ("neutral_acc_gen", "precision", "recall", "coverage"))
+        assert value[("fid_neutral_org_gen", "all")] >= 0 and value[("density", "all")] >= 0
+    # n only splits convex; the sampled strategies have run and class rows only.
+    assert {r["scope"] for r in rows if r["strategy"] in ("gaussian", "lsdm")} == {"run", "class"}
+    assert all(r["strategy"] is None and r["subset"] is None for r in rows if r["metric"].startswith(("recon_", "neutral_acc_recon", "novelty_test", "fid_neutral_org_recon")))
+    rows = [r for r in rows if r["strategy"] in (None, "convex") and r["subset"] in (None, "accepted")]  # the paper's numbers, as before the strategies
     by_key = {(r["metric"], r["n"], r["class"]): r for r in rows}
     assert by_key[("neutral_test_accuracy", None, None)]["trial_id"] is None
     # One epoch on 2000 images trains the neutral ResNet too briefly to assert its accuracy here.
