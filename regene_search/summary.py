@@ -135,7 +135,8 @@ def stage_headline(stage: str, summary: dict[str, Any]) -> str:
             return f"{d['accepted']} of {d['generated']} accepted ({d['accept_rate']:.1%})" if d.get("generated") else "nothing generated"
 
         parts = [
-            f"{t}: " + (", ".join(f"{name} {accepted(info)}" for name, info in d["strategies"].items()) if "strategies" in d else accepted(d))
+            # One strategy: the line as before the strategies (show must stay one screen).
+            f"{t}: " + (", ".join(f"{name} {accepted(info)}" for name, info in d["strategies"].items()) if len(d.get("strategies", {})) > 1 else accepted(d))
             for t, d in (summary.get("trials") or {}).items()
         ]
         return "; ".join(parts)
