@@ -201,14 +201,8 @@ def print_quality(quality: dict[str, Any], console: Console) -> None:
         table.add_column(f"n={n}", justify="right")
     table.add_column("all", justify="right")
 
-    def cell(value: Any, row: dict[str, Any]) -> str:
-        text = number(value)
-        if row["bar"] is None or value is None:
-            return text
-        return f"[green]{text} ✓[/green]" if value >= row["bar"] else f"[red]{text} ✗[/red]"
-
-    for row in quality["table"]:
-        table.add_row(row["label"], *(cell(row["by_n"].get(n), row) for n in quality["ns"]), cell(row["all"], row))
+    for row in (r for r in quality["table"] if r["metric"] != "accepted_count"):  # the count is in --json and the report; one screen
+        table.add_row(row["label"], *(_bar_cell(row["by_n"].get(n), row) for n in quality["ns"]), _bar_cell(row["all"], row))
     console.print(table)
     run = quality["run"]
     console.print(f"  reconstructions: MAE {number(run.get('recon_mae'), 4)}, SSIM {number(run.get('recon_ssim'))}, neutral accuracy {number(run.get('neutral_acc_recon'))}"

@@ -233,7 +233,7 @@ def test_resuming_a_finished_run_does_nothing(full_run):
 
 
 def test_every_run_writes_a_report_that_chromium_renders_with_every_image(full_run, tmp_path):
-    from regene_search.results import RunPaths
+    from regene_search.storage import Location
 
     from .browser import check_page
 
@@ -241,7 +241,8 @@ def test_every_run_writes_a_report_that_chromium_renders_with_every_image(full_r
     page = run_dir / "report.html"
     assert page.exists() and page.stat().st_mtime >= (run_dir / "evaluation.parquet").stat().st_mtime  # written at the run's end
     check = check_page(page)
-    figures = [f for f in RunPaths(run_dir).dir.files() if f.relative_to(run_dir).startswith("figures/") and f.name.endswith(".png")]
+    root = Location.of(run_dir)
+    figures = [f for f in root.files() if f.relative_to(root).startswith("figures/") and f.name.endswith(".png")]
     assert check.images == len(figures) >= 10 and check.broken_images == []
     assert check.console_errors == [] and check.page_errors == [] and check.requests == []
     for heading in ("Stages", "Search", "Promoted encoder", "Generations against the paper's bar", "By class, weakest first", "Evaluation"):
