@@ -212,3 +212,15 @@ def test_a_lock_from_another_host_is_never_taken_over(run_paths):
     with pytest.raises(UserError, match="in use by PID .* on elsewhere"):
         with run_lock(run_paths):
             pass
+
+
+def test_two_runs_tables_concatenate_and_stay_apart_by_run(tmp_path):
+    frames = []
+    for name in ("monday", "tuesday"):
+        paths = new_run_folder(tmp_path, "mnist", name)
+        paths.write_table(evaluation_rows(), EVALUATION_COLUMNS, paths.evaluation)
+        frames.append(pd.read_parquet(tmp_path / "mnist" / name / "evaluation.parquet"))
+    both = pd.concat(frames, ignore_index=True)
+    assert both["run"].value_counts().to_dict() == {"monday": 6, "tuesday": 6}
+    by_run = both.pivot_table(index=["run", "scope"], columns="metric", values="value", aggfunc="size")
+    assert by_run.sum().sum() == 12 and set(by_run.index.get_level_values("run")) == {"monday", "tuesday"}
