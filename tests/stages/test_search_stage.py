@@ -67,8 +67,8 @@ def test_all_files_are_written_with_the_documented_columns(smoke_search_run):
     assert str(trials["started"].dtype) == str(trials["finished"].dtype) == "datetime64[ms, UTC]"
     spent = (trials["finished"] - trials["started"]).dt.total_seconds()
     assert np.allclose(spent, trials["seconds"], atol=1.5), pd.DataFrame({"spent": spent, "seconds": trials["seconds"]})
-    reports = history.to_pandas().groupby("trial_id")["timestamp"].agg(["min", "max"])
     times = trials.set_index("trial_id")
+    reports = history.to_pandas().groupby("trial_id")["timestamp"].agg(["min", "max"]).reindex(times.index)  # same labels, same order
     assert (times["started"].map(pd.Timestamp.timestamp) <= reports["min"] + 1).all()
     assert (times["finished"].map(pd.Timestamp.timestamp) >= reports["max"] - 1).all()
     assert trials["finished"].is_monotonic_increasing, "trials.parquet lists trials in the order they finished"
