@@ -92,24 +92,24 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-def _stages(text: str) -> tuple[str, ...]:
-    stages = tuple(s.strip() for s in text.split(",") if s.strip())
-    for stage in stages:
-        if stage not in STAGES:
-            raise argparse.ArgumentTypeError(f"unknown stage {stage!r}; choose from {','.join(STAGES)}")
-    if not stages:
-        raise argparse.ArgumentTypeError("no stage given")
-    return stages
+def _comma_list(kind: str, choices: tuple[str, ...]):
+    """An argparse type: a comma list of `choices`, each once, in the order given."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+        for name in names:
+            if name not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {kind} {name!r}; choose from {','.join(choices)}")
+        if not names:
+            raise argparse.ArgumentTypeError(f"no {kind} given")
+        return names
+
+    parse.__name__ = f"{kind} list"  # argparse names the type in its messages
+    return parse
 
 
-def _generators(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    for name in names:
-        if name not in GENERATORS:
-            raise argparse.ArgumentTypeError(f"unknown generator {name!r}; choose from {','.join(GENERATORS)}")
-    if not names:
-        raise argparse.ArgumentTypeError("no generator given")
-    return names
+_stages = _comma_list("stage", STAGES)
+_generators = _comma_list("generator", GENERATORS)
 
 
 def _weights(text: str) -> tuple[float, float, float]:
