@@ -18,7 +18,7 @@ from .report import architecture, duration, number
 from .results import RunPaths, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
 from .storage import Location
-from .summary import OBJECTIVE_LABELS, PAPER_BAR, run_summary
+from .summary import OBJECTIVE_LABELS, PAPER_BAR, RUN_METRICS, run_summary
 
 _NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?( ?[✓✗%])?|—|")  # right-aligned when a whole column is numbers
 _MEDIA = {".png": "image/png", ".svg": "image/svg+xml"}
@@ -233,15 +233,8 @@ def _comparison(comparison: dict[str, Any]) -> str:
 
 
 def _quality(quality: dict[str, Any]) -> str:
-    cell = _bar_cell
-    rows = [[_e(r["label"]), *(cell(r["by_n"].get(n), r) for n in quality["ns"]), cell(r["all"], r)] for r in quality["table"]]
-    run = quality["run"]
-    extra = [[label, number(run.get(metric), 4)] for metric, label in (
-        ("recon_mae", "reconstruction MAE (test, pixels in [0, 1])"), ("recon_ssim", "reconstruction SSIM"),
-        ("neutral_acc_recon", "neutral accuracy on reconstructions"), ("fid_neutral_org_recon", "FID test vs reconstructions"),
-        ("novelty_nn_l2_mean", "mean L2 of a generation to its nearest training image"),
-        ("novelty_test_nn_l2_mean", "mean L2 of a test image to its nearest training image (for scale)"),
-        ("novelty_nn_ssim_max", "highest SSIM of a generation to a training image"))]
+    rows = [[_e(r["label"]), *(_bar_cell(r["by_n"].get(n), r) for n in quality["ns"]), _bar_cell(r["all"], r)] for r in quality["table"]]
+    extra = [[label, number(quality["run"].get(metric), 4)] for metric, label in RUN_METRICS]
     classes = [[c["name"], *(number(c["accept_rate_by_n"].get(n)) for n in quality["ns"]), number(c.get("neutral_acc_gen"))] for c in quality["classes"]]
     return (f"<h3>Generations against the paper's bar (neutral accuracy ≥ {PAPER_BAR:g})</h3>"
             + _table(["metric", *(f"n={n}" for n in quality["ns"]), "all"], rows, raw=True)

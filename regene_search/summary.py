@@ -42,12 +42,12 @@ COMPARISON_METRICS = (
     ("coverage", "all", "coverage (all)", None, True),
 )
 RUN_METRICS = (
-    ("recon_mae", "reconstruction MAE (test)"),
-    ("recon_ssim", "reconstruction SSIM (test)"),
+    ("recon_mae", "reconstruction MAE (test, pixels in [0, 1])"),
+    ("recon_ssim", "reconstruction SSIM"),
     ("neutral_acc_recon", "neutral accuracy on reconstructions"),
     ("fid_neutral_org_recon", "FID test vs reconstructions"),
-    ("novelty_nn_l2_mean", "generation to nearest training image, L2"),
-    ("novelty_test_nn_l2_mean", "test image to nearest training image, L2"),
+    ("novelty_nn_l2_mean", "mean L2 of a generation to its nearest training image"),
+    ("novelty_test_nn_l2_mean", "mean L2 of a test image to its nearest training image (for scale)"),
     ("novelty_nn_ssim_max", "highest SSIM of a generation to a training image"),
 )
 
