@@ -1,7 +1,14 @@
-"""`ImageData`: one labelled image dataset held in memory as uint8 tensors, already split."""
+"""`ImageData`: one image dataset held in memory as uint8 tensors, already split.
+
+In a semi-supervised run (`run --labelled-fraction F`, issue 14) only a seeded, class-stratified
+fraction of the train split keeps its labels (`train_x`, `train_y`); the rest of the train images
+are `unlabelled_x`, without labels. Everything that needs labels reads `train_x` / `train_y` and so
+sees the labelled images only; the decoders, which need none, train on `all_train_x`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -9,10 +16,11 @@ import torch
 
 @dataclass(frozen=True)
 class ImageData:
-    """Train / validation / test splits as uint8 (N, C, H, W) images and int64 (N,) labels.
+    """Train / validation / test splits as uint8 (N, C, H, W) images and int64 (N,) labels, plus
+    `unlabelled_x`: training images without labels (none unless `with_labelled_fraction` made some).
 
     The validation split is carved from train with a seeded permutation; test is untouched and
-    kept for the final evaluation.
+    kept for the final evaluation. Validation and test always keep their labels.
     """
 
     name: str
@@ -23,6 +31,7 @@ class ImageData:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    unlabelled_x: torch.Tensor | None = None  # None: no unlabelled images (stored as an empty tensor)
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -31,6 +40,13 @@ class ImageData:
                 raise ValueError(f"{split}_x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
                 raise ValueError(f"{split}_y must be int64 of length {x.shape[0]}")
+        if self.unlabelled_x is None:
+            object.__setattr__(self, "unlabelled_x", self.train_x.new_zeros((0, *self.train_x.shape[1:])))
+        elif self.unlabelled_x.dtype != torch.uint8 or self.unlabelled_x.shape[1:] != self.train_x.shape[1:]:
+            raise ValueError(
+                f"unlabelled_x must be uint8 (N, {', '.join(map(str, self.train_x.shape[1:]))}) like train_x, "
+                f"got {self.unlabelled_x.dtype} {tuple(self.unlabelled_x.shape)}"
+            )
 
     @property
     def channels(self) -> int:
@@ -44,8 +60,25 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def all_train_x(self) -> torch.Tensor:
+        """Every training image, the labelled ones first, then the unlabelled: what a decoder trains on."""
+        if not len(self.unlabelled_x):
+            return self.train_x
+        return torch.cat([self.train_x, self.unlabelled_x])
+
+    @property
+    def labelled_fraction(self) -> float:
+        """The share of the training images that have labels (1.0 when none are unlabelled)."""
+        total = len(self.train_x) + len(self.unlabelled_x)
+        return len(self.train_x) / total if total else 1.0
+
     def subset(self, *, train: int | None = None, val: int | None = None, test: int | None = None, seed: int = 0) -> ImageData:
-        """A seeded random subset of each split (None keeps the split whole)."""
+        """A seeded random subset of each split (None keeps the split whole).
+
+        `train` counts labelled images; the unlabelled images are cut in the same proportion, so the
+        labelled fraction stays what it was.
+        """
         gen = torch.Generator().manual_seed(seed)
 
         def pick(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +90,35 @@ class ImageData:
         tx, ty = pick(self.train_x, self.train_y, train)
         vx, vy = pick(self.val_x, self.val_y, val)
         sx, sy = pick(self.test_x, self.test_y, test)
-        return ImageData(self.name, self.classes, tx, ty, vx, vy, sx, sy)
+        unlabelled = self.unlabelled_x
+        if train is not None and len(unlabelled) and train < len(self.train_x):
+            keep = round(len(unlabelled) * train / len(self.train_x))
+            unlabelled = unlabelled[torch.randperm(len(unlabelled), generator=gen)[:keep]].contiguous()
+        return ImageData(self.name, self.classes, tx, ty, vx, vy, sx, sy, unlabelled)
+
+    def with_labelled_fraction(self, fraction: float, seed: int) -> ImageData:
+        """Keep labels on a seeded `fraction` of each class's training images; the rest of the train
+        split joins `unlabelled_x` without labels. Validation and test keep theirs.
+
+        Each class keeps round(fraction x its count) images, at least one, so every class stays
+        learnable; 1.0 returns the data unchanged.
+        """
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+        if fraction == 1.0:
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        labelled = torch.zeros(len(self.train_y), dtype=torch.bool)
+        for c in self.train_y.unique(sorted=True):
+            members = (self.train_y == c).nonzero().squeeze(1)
+            keep = max(1, round(fraction * len(members)))
+            labelled[members[torch.randperm(len(members), generator=gen)[:keep]]] = True
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[labelled].contiguous(),
+            train_y=self.train_y[labelled].contiguous(),
+            unlabelled_x=torch.cat([self.unlabelled_x, self.train_x[~labelled]]),
+        )
 
 
 def split_train_val(
