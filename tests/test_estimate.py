@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from regene_search.config import BUDGETS, RunSpec, TrialConfig
+from regene_search.estimate import drawn_configs, measure_trial, placed_on_slots, scheduled_epochs
+from regene_search.search.space import default_space_path, load_space
+
+
+def _spec(dataset: str = "mnist", budget: str = "smoke", **kwargs) -> RunSpec:
+    return RunSpec(dataset=dataset, data_dir=None, budget=budget, name="x", results_root="/tmp", space_path=str(default_space_path(dataset)), **kwargs)
+
+
+def test_fifo_runs_every_epoch_and_asha_halves_at_each_rung():
+    assert scheduled_epochs(8, "fifo", 1, 2) == 8
+    # rungs at 1, 2, 4: all run epoch 1, half epoch 2, a quarter epochs 3-4, an eighth 5-8
+    assert scheduled_epochs(8, "asha", 1, 2) == pytest.approx(1 + 0.5 + 0.25 * 2 + 0.125 * 4)
+    assert scheduled_epochs(8, "pareto-asha", 2, 3) == pytest.approx(2 + 4 / 3 + 2 / 9)  # rungs at 2 and 6
+    assert scheduled_epochs(1, "asha", 1, 2) == 1
+
+
+def test_trials_fill_the_first_free_slot_in_order():
+    assert placed_on_slots([3, 1, 1, 1], 2) == 3
+    assert placed_on_slots([1, 1, 1, 3], 2) == 4  # a long last trial is a straggler
+    assert placed_on_slots([2, 2], 1) == 4
+
+
+def test_drawn_configs_come_from_the_runs_space_and_budget():
+    spec = _spec(trials=12)
+    space = load_space(default_space_path("mnist"))
+    configs = drawn_configs(spec, 12)
+    assert len(configs) == 12 and configs == drawn_configs(spec, 12)  # seeded
+    assert all(c.epochs <= BUDGETS["smoke"].max_epochs for c in configs)
+    for name, domain in space.params.items():
+        values = {getattr(c, name) for c in configs}
+        if domain.kind == "choice":
+            assert values <= set(domain.values)
+        else:
+            assert min(values) >= domain.low and max(values) <= domain.high
+    assert len({(c.blocks, c.base_width, c.latent_dim, c.batch_size) for c in configs}) > 1  # a spread, not one default
+
+
+def test_a_wider_model_measures_slower_per_batch():
+    torch.set_num_threads(1)
+    small = measure_trial(TrialConfig(blocks=2, base_width=8, latent_dim=32, batch_size=64), BUDGETS["smoke"], image_size=28, channels=1, num_classes=10, device=torch.device("cpu"))
+    wide = measure_trial(TrialConfig(blocks=2, base_width=64, latent_dim=32, batch_size=64), BUDGETS["smoke"], image_size=28, channels=1, num_classes=10, device=torch.device("cpu"))
+    assert 0 < small.train_batch < wide.train_batch
+    assert small.infer_image > 0 and small.probe_step > 0
+    epoch = small.epoch_seconds(BUDGETS["smoke"], 5000, 1000)
+    assert epoch == pytest.approx(79 * small.train_batch + (1000 + 1024) * small.infer_image + 60 * small.probe_step)
