@@ -20,6 +20,7 @@ from optuna.storages import BaseStorage
 
 from ..config import SAMPLERS, Budget, TrialConfig
 from ..data.dataset import ImageData
+from ..data.shared import from_arrays, to_arrays
 from ..runtime import load_checkpoint, save_checkpoint
 from ..trial import TrialDiverged, TrialSetup, run_trial
 from ..signing import SignTuneState, sign_folder, verify_folder
@@ -66,8 +67,9 @@ def quiet_tune_output() -> None:
         tune_logger.addFilter(_not_tuner_restore_advice)
 
 
-def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, budget: Budget) -> None:
-    """One Tune trial: resume from Tune's checkpoint if any, train, report every epoch."""
+def _trainable(config: dict[str, Any], *, data: dict[str, Any], setup: TrialSetup, budget: Budget) -> None:
+    """One Tune trial on the dataset's `to_arrays` form (the node's object-store copy, mapped, not
+    copied): resume from Tune's checkpoint if any, train, report every epoch."""
     for name in ("ray.tune", "ray.train"):  # per-epoch "checkpoint created" lines drown the live view
         logging.getLogger(name).setLevel(logging.WARNING)
     resources = tune.get_context().get_trial_resources().required_resources
@@ -88,7 +90,7 @@ def _trainable(config: dict[str, Any], *, data: ImageData, setup: TrialSetup, bu
             tune.report({**metrics, "planned_epochs": trial_config.epochs, "diverged": False}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        run_trial(data, trial_config, setup, on_epoch=report, resume_from=resume)
+        run_trial(from_arrays(data), trial_config, setup, on_epoch=report, resume_from=resume)
     except TrialDiverged as exc:
         tune.report({**DIVERGED_METRICS, "planned_epochs": trial_config.epochs, "diverged": True, "diverged_reason": str(exc)})
 
@@ -133,9 +135,10 @@ def make_searcher(settings: SearchSettings, study: tuple[str, BaseStorage] | Non
 
 
 def make_trainable(data: ImageData, setup: TrialSetup, budget: Budget, settings: SearchSettings):
-    """The trainable with its resources; `with_parameters` ships the dataset once via the object store."""
+    """The trainable with its resources; `with_parameters` puts the dataset in the object store once,
+    as numpy arrays, which every trial worker of a node maps instead of copying (`data/shared.py`)."""
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(_trainable, data=data, setup=setup, budget=budget), resources)
+    return tune.with_resources(tune.with_parameters(_trainable, data=to_arrays(data), setup=setup, budget=budget), resources)
 
 
 def run_config(storage: Location, settings: SearchSettings, callbacks: list[tune.Callback]) -> tune.RunConfig:
