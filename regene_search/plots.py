@@ -268,14 +268,17 @@ def plot_hypervolume(history: Sequence[dict[str, Any]], hypervolume: Sequence[di
 
 
 def plot_decoder_curves(decoder: Sequence[dict[str, Any]], path: Location | Path, *, title: str = "") -> None:
-    """decoder.parquet rows: the loss minimised, its parts, validation MAE and SSIM per epoch, a colour per encoder."""
+    """decoder.parquet rows: the loss minimised, its parts, validation MAE and SSIM per epoch, a colour per
+    decoder: each encoder's ReGene decoder, and its lr-livae decoder when there is one (rows without
+    `decoder` are ReGene's). The lr-livae decoder's loss minimised includes its weighted KL."""
     plt = _pyplot()
     import matplotlib.ticker
     from matplotlib.lines import Line2D
 
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(decoder, key=lambda r: r["epoch"]):
-        curves.setdefault(row["trial_id"], []).append(row)
+        kind = row.get("decoder") or "regene"
+        curves.setdefault(row["trial_id"] if kind == "regene" else f"{row['trial_id']} {kind}", []).append(row)
     colour = {t: f"C{i % 10}" for i, t in enumerate(curves)}
     # Each part of the loss with the weight it had; a part weighted 0 is not computed (stored as 0), so not drawn.
     parts = {"loss_mae": ("MAE", "-", "w_mae"), "loss_ssim": ("1 - SSIM", "--", "w_ssim"), "loss_perceptual": ("perceptual", ":", "w_perceptual")}
@@ -295,7 +298,7 @@ def plot_decoder_curves(decoder: Sequence[dict[str, Any]], path: Location | Path
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     if curves:
-        axes[0].legend(title="encoder", fontsize=8)
+        axes[0].legend(title="encoder (decoder)", fontsize=8)
         axes[1].legend(handles=[Line2D([], [], color="k", linestyle=s, label=name) for name, s, _ in parts.values()], fontsize=8)
     fig.suptitle(title or f"decoder training, {len(curves)} encoder(s)")
     _save(fig, path)

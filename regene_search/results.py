@@ -101,17 +101,21 @@ HYPERVOLUME_COLUMNS = run_schema(
         ("hypervolume", pa.float64()),
     ]
 )
+# `decoder`: `regene` or `lr-livae` (a file from before lr-livae has no column: all `regene`).
 DECODER_COLUMNS = run_schema(
     [
         ("trial_id", pa.string()),
+        ("decoder", pa.string()),
         ("epoch", pa.int64()),
         ("loss_mae", pa.float64()),
         ("loss_ssim", pa.float64()),
         ("loss_perceptual", pa.float64()),
+        ("loss_kl", pa.float64()),
         ("loss_total", pa.float64()),
         ("w_mae", pa.float64()),
         ("w_ssim", pa.float64()),
         ("w_perceptual", pa.float64()),
+        ("w_kl", pa.float64()),
         ("val_mae", pa.float64()),
         ("val_ssim", pa.float64()),
         ("perceptual_backbone", pa.string()),
@@ -276,8 +280,9 @@ class RunPaths:
         """A promoted encoder, copied out of Tune's folder by the search stage."""
         return self.inside(f"checkpoints/classifier-{trial_id}.pt")
 
-    def decoder_checkpoint(self, trial_id: str) -> Location:
-        return self.inside(f"checkpoints/decoder-{trial_id}.pt")
+    def decoder_checkpoint(self, trial_id: str, kind: str = "regene") -> Location:
+        """The ReGene decoder of an encoder, or its lr-livae decoder (with its z_u encoder) next to it."""
+        return self.inside(f"checkpoints/decoder-{trial_id}.pt" if kind == "regene" else f"checkpoints/{kind}-decoder-{trial_id}.pt")
 
     def generation_grid(self, trial_id: str, n: int) -> Location:
         return self.inside(f"figures/{trial_id}/generations-n{n}.png")

@@ -23,15 +23,19 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
 from ..models import Classifier
-from ..runtime import autocast, to_float
-from ..stages.decoder import LatentDecoder, decode_all
-from ..stages.losses import perceptual_loss, ssim_loss
+from ..runtime import autocast, concat, infer, to_float
+from ..stages.decoder import LatentDecoder, decode_all, train_epoch
+from ..stages.losses import reconstruction_loss
 from .gaussian import ClassGaussians
+
+# Size of z_u, and the KL's weight per pixel value (`kl_weight_for`). 8 units leave room for
+# style (stroke, slant, thickness) while z_s (64+ units) carries the class.
+U_DIM = 8
+KL_BETA = 1.0
 
 
 class NuisanceEncoder(nn.Module):
@@ -68,6 +72,15 @@ def split_decoder(config: DecoderConfig, s_mean: torch.Tensor, s_std: torch.Tens
     return LatentDecoder(wide, mean, std)
 
 
+def kl_weight_for(channels: int, image_size: int) -> float:
+    """The KL's weight against the per-pixel-mean reconstruction loss: `KL_BETA` / (pixel values per image).
+
+    A VAE's ELBO weighs the KL once per image against a log-likelihood summed over pixels; our
+    reconstruction terms are means over pixels, so the KL is divided by their number (our reading).
+    """
+    return KL_BETA / (channels * image_size * image_size)
+
+
 def lr_livae_loss(
     recon: torch.Tensor,
     target: torch.Tensor,
@@ -77,21 +90,12 @@ def lr_livae_loss(
     kl_weight: float,
     taps: nn.Module | None,
 ) -> dict[str, torch.Tensor]:
-    """The decoder's reconstruction terms (weights (w_mae, w_ssim, w_perceptual) as `LossSchedule.weights` gives them)
-    plus `kl_weight` * the batch-mean KL; returns every term and `total`. Call it outside autocast:
-    as in the decoder stage, MAE, SSIM and KL run in fp32 and only the perceptual backbone under autocast."""
-    w_mae, w_ssim, w_perc = weights
-    recon, mu, logvar = recon.float(), mu.float(), logvar.float()
-    terms = {"mae": F.l1_loss(recon, target), "ssim": ssim_loss(recon, target)}
-    if w_perc > 0:
-        if taps is None:
-            raise ValueError("a perceptual weight > 0 needs the perceptual backbone's taps")
-        with autocast(recon.device):
-            terms["perceptual"] = perceptual_loss(taps, recon, target)
-    else:
-        terms["perceptual"] = torch.zeros((), device=recon.device)
-    terms["kl"] = kl_to_standard_normal(mu, logvar).mean()
-    terms["total"] = w_mae * terms["mae"] + w_ssim * terms["ssim"] + w_perc * terms["perceptual"] + kl_weight * terms["kl"]
+    """The decoder's reconstruction terms (`losses.reconstruction_loss`; weights (w_mae, w_ssim, w_perceptual)
+    as `LossSchedule.weights` gives them) plus `kl_weight` * the batch-mean KL; returns every term and `total`.
+    Call it outside autocast, as `reconstruction_loss`."""
+    terms = reconstruction_loss(recon, target, weights, taps)
+    terms["kl"] = kl_to_standard_normal(mu.float(), logvar.float()).mean()
+    terms["total"] = terms["total"] + kl_weight * terms["kl"]
     return terms
 
 
@@ -118,22 +122,23 @@ def train_one_epoch(
     encoder_u.train()
     decoder.train()
     noise = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-    sums: dict[str, torch.Tensor] = {}
-    for idx in torch.randperm(len(z_s), generator=generator).to(device).split(batch_size):
+
+    def batch_loss(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         target = to_float(images[idx], device)
         with autocast(device):
             mu, logvar = encoder_u(target)
             z_u = reparameterise(mu.float(), logvar.float(), noise)
             recon = decoder(torch.cat([z_s[idx], z_u], 1))
-        terms = lr_livae_loss(recon, target, mu, logvar, weights, kl_weight, taps)
-        optimiser.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimiser.step()
-        if scheduler is not None:
-            scheduler.step()
-        for name, value in terms.items():
-            sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach().float() * len(idx)
-    return {name: float(value) / len(z_s) for name, value in sums.items()}
+        return lr_livae_loss(recon, target, mu, logvar, weights, kl_weight, taps)
+
+    return train_epoch(batch_loss, optimiser, len(z_s), generator, device, batch_size=batch_size, scheduler=scheduler)
+
+
+def posterior_means(encoder_u: NuisanceEncoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """E_u's mean code mu(x) (float32, on the CPU) of uint8 images: the z_u a reconstruction uses."""
+    encoder_u.eval()
+    parts = infer(lambda x: encoder_u(to_float(x, device))[0].float().cpu(), images, device=device)
+    return concat(parts, torch.zeros(0, encoder_u.u_dim))
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from pytorch_msssim import ssim
 from torch import nn
 
 from ..errors import UserError
+from ..runtime import autocast
 from ..weights import load_state_dict_file
 from .neutral import load_neutral
 
@@ -150,3 +151,24 @@ def perceptual_loss(taps: nn.Module, recon: torch.Tensor, target: torch.Tensor) 
     got = [f.float() for f in taps(recon)]
     terms = [F.mse_loss(g, w) / w.pow(2).mean().clamp_min(1e-8) for g, w in zip(got, wanted, strict=True)]
     return torch.stack(terms).mean()
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, weights: tuple[float, float, float], taps: nn.Module | None) -> dict[str, torch.Tensor]:
+    """The decoder's loss on one batch: `mae`, `ssim` (1 - SSIM), `perceptual` and their weighted sum `total`.
+
+    `weights` are (w_mae, w_ssim, w_perceptual) as `LossSchedule.weights` gives them. Call it outside
+    autocast: MAE and SSIM run in fp32, only the perceptual backbone under autocast. A perceptual
+    weight of 0 skips the backbone (the term is stored as 0).
+    """
+    w_mae, w_ssim, w_perc = weights
+    recon = recon.float()
+    terms = {"mae": F.l1_loss(recon, target), "ssim": ssim_loss(recon, target)}
+    if w_perc > 0:
+        if taps is None:
+            raise ValueError("a perceptual weight > 0 needs the perceptual backbone's taps")
+        with autocast(recon.device):
+            terms["perceptual"] = perceptual_loss(taps, recon, target)
+    else:
+        terms["perceptual"] = torch.zeros((), device=recon.device)
+    terms["total"] = w_mae * terms["mae"] + w_ssim * terms["ssim"] + w_perc * terms["perceptual"]
+    return terms

@@ -72,7 +72,8 @@ def downstream_results(paths: RunPaths, trial_ids: list[str]) -> dict[str, dict[
     out: dict[str, dict[str, float]] = {t: {name: np.nan for name in DOWNSTREAM} for t in trial_ids}
     last: dict[str, int] = {}
     for r in read_parquet(paths.decoder).to_pylist():
-        if r["trial_id"] in out and r["epoch"] >= last.get(r["trial_id"], 0):
+        regene = r.get("decoder") in (None, "regene")  # not the lr-livae decoder's rows (files before it have no column)
+        if r["trial_id"] in out and regene and r["epoch"] >= last.get(r["trial_id"], 0):
             last[r["trial_id"]] = r["epoch"]
             out[r["trial_id"]].update({name: _number(r[column]) for name, (column, _) in DECODER_RESULTS.items()})
     for r in read_parquet(paths.evaluation).to_pylist():

@@ -11,7 +11,19 @@ import torchvision
 from PIL import Image
 
 from regene_search.errors import UserError
-from regene_search.stages.decoder import DecoderTraining, decode_all, load_decoder, perceptual_backbone, reconstruction_sample, train_decoder, write_reconstructions
+from regene_search.generators.lr_livae import KL_BETA, U_DIM, NuisanceEncoder, posterior_means
+from regene_search.config import EncoderConfig
+from regene_search.stages.decoder import (
+    DecoderTraining,
+    decode_all,
+    decoder_kinds,
+    load_decoder,
+    perceptual_backbone,
+    reconstruction_quality,
+    reconstruction_sample,
+    train_decoder,
+    write_reconstructions,
+)
 from regene_search.stages.losses import (
     NEUTRAL_BACKBONE,
     VGG_BACKBONE,
@@ -19,6 +31,7 @@ from regene_search.stages.losses import (
     build_taps,
     load_vgg_state,
     perceptual_loss,
+    reconstruction_loss,
     ssim_loss,
     ssim_window,
 )
@@ -131,3 +144,54 @@ def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_
 def test_reconstruction_sample_takes_the_classes_in_turn():
     assert reconstruction_sample(torch.tensor([1, 1, 0, 2, 0]), 4).tolist() == [2, 0, 3, 4]
     assert reconstruction_sample(torch.tensor([1, 1, 0]), 8).tolist() == [2, 0, 1]
+
+
+def test_the_reconstruction_loss_is_the_weighted_sum_of_its_terms_and_skips_an_unweighted_backbone():
+    g = torch.Generator().manual_seed(0)
+    target, recon = torch.rand(4, 1, 28, 28, generator=g), torch.rand(4, 1, 28, 28, generator=g)
+    terms = reconstruction_loss(recon, target, (1.0, 0.5, 0.0), None)
+    torch.testing.assert_close(terms["mae"], (recon - target).abs().mean())
+    torch.testing.assert_close(terms["ssim"], ssim_loss(recon, target))
+    assert float(terms["perceptual"]) == 0.0
+    torch.testing.assert_close(terms["total"], terms["mae"] + 0.5 * terms["ssim"])
+    with pytest.raises(ValueError, match="taps"):
+        reconstruction_loss(recon, target, (1.0, 0.5, 0.1), None)
+
+
+def test_the_lr_livae_decoder_is_trained_only_when_its_strategy_is_asked_for():
+    assert decoder_kinds(("convex", "gaussian", "lsdm")) == ("regene",)
+    assert decoder_kinds(("lr-livae",)) == decoder_kinds(("convex", "lr-livae")) == ("regene", "lr-livae")
+
+
+def test_the_lr_livae_decoder_trains_with_the_same_schedule_plus_the_kl_on_real_mnist(mnist_2k, encoder_checkpoint, cpu_threads, tmp_path):
+    data = mnist_2k.subset(train=256, val=128, seed=1)
+    # No perceptual term here (the ReGene test above has it; both decoders compute it with the same function).
+    training = DecoderTraining(epochs=3, batch_size=32, lr=3e-3, schedule=LossSchedule(perceptual_start=0.0))
+    backbone = {"name": VGG_BACKBONE, "state": load_vgg_state(_vgg_features_file(tmp_path)[0])}
+    checkpoint, rows = train_decoder(data, "t1", encoder_checkpoint, training, backbone, "lr-livae")
+    regene, regene_rows = train_decoder(data, "t1", encoder_checkpoint, training, backbone)
+    assert [(r["decoder"], r["epoch"]) for r in rows] == [("lr-livae", e) for e in (1, 2, 3)]
+    assert all(r["decoder"] == "regene" and r["loss_kl"] is None and r["w_kl"] is None for r in regene_rows)
+    # The same schedule of reconstruction weights, plus the KL at its weight per pixel value.
+    assert [(r["w_mae"], r["w_ssim"], r["w_perceptual"]) for r in rows] == [(r["w_mae"], r["w_ssim"], r["w_perceptual"]) for r in regene_rows]
+    assert all(r["w_kl"] == pytest.approx(KL_BETA / 784) and r["loss_kl"] > 0 for r in rows)
+    for r in rows:
+        assert r["loss_total"] == pytest.approx(r["w_mae"] * r["loss_mae"] + r["w_ssim"] * r["loss_ssim"] + r["w_kl"] * r["loss_kl"], rel=1e-5)
+    assert rows[-1]["loss_mae"] < rows[0]["loss_mae"] and rows[-1]["val_mae"] < rows[0]["val_mae"]
+
+    # The checkpoint: a decoder on [z_s, z_u] that load_decoder rebuilds, and E_u beside it; it reproduces the last val MAE.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    assert state["decoder"] == "lr-livae" and regene["decoder"] == "regene" and state["u_dim"] == U_DIM
+    decoder = load_decoder(state)
+    assert decoder.decoder.config.latent_dim == regene["decoder_config"]["latent_dim"] + U_DIM
+    nuisance = NuisanceEncoder(EncoderConfig(**state["nuisance_encoder_config"]), state["u_dim"])
+    nuisance.load_state_dict(state["nuisance_encoder"])
+    cpu = torch.device("cpu")
+    z_s = encode_all(load_classifier(encoder_checkpoint), data.val_x, cpu)
+    codes = torch.cat([z_s, posterior_means(nuisance, data.val_x, cpu)], 1)
+    assert reconstruction_quality(decoder, codes, data.val_x, cpu) == pytest.approx((rows[-1]["val_mae"], rows[-1]["val_ssim"]), rel=1e-4)
+    # z_u matters to the decoder: other codes give other images.
+    shifted = decode_all(decoder, torch.cat([z_s[:8], torch.full((8, U_DIM), 2.0)], 1), cpu)
+    assert not torch.equal(shifted, decode_all(decoder, codes[:8], cpu))
