@@ -219,7 +219,7 @@ STAGES = ("search", "decoder", "generate", "evaluate")
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("fifo", "asha", "pareto-asha", "pareto-asha-epsnet")
 # Generation strategies of the generate stage (stages/generate.py; issue 14).
-GENERATORS = ("convex", "gaussian", "lsdm")
+GENERATORS = ("convex", "gaussian", "lsdm", "lr-livae")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ Strategies (`--generators`, issue 14), each run on every promoted encoder with t
 - `lsdm`: a class-conditional generator G(noise, class) -> latent trained by WGAN-GP on the frozen
   encoder's (latent, class) pairs (`generators/lsdm.py`), in a Ray task per encoder like the
   decoder; its loss rows go to `lsdm.parquet`.
+- `lr-livae`: z_s from the `gaussian` strategy's per-class Gaussian and a label-irrelevant code z_u
+  from N(0, I), decoded together by the lr-livae decoder the decoder stage trained
+  (`generators/lr_livae.py`); the head judges z_s.
 
 The sampled strategies make as many latents per class as convex does (`per_class` x the number
 of n), so the sets they are judged on are the same size; their `n` is null. For them the first
@@ -43,6 +46,7 @@ from ..figures import encode_png, grid_png, strip_png
 from ..models import Classifier, load_classifier
 from ..data.dataset import ImageData
 from ..generators.gaussian import ClassGaussians
+from ..generators.lr_livae import sample_latents
 from ..generators.lsdm import LSDMSettings, load_lsdm, lsdm_state, train_lsdm
 from ..results import GENERATION_COLUMNS, LSDM_TABLE_COLUMNS, write_bytes
 from ..runtime import autocast, concat, encode_all, infer, load_checkpoint, pick_device, run_tasks, save_checkpoint, to_float
@@ -50,6 +54,7 @@ from .context import StageContext
 from .decoder import LatentDecoder, decode_all, encoder_state, load_decoder
 
 WEIGHT_KINDS = ("uniform", "dirichlet")
+SAMPLED = ("gaussian", "lsdm", "lr-livae")  # the strategies that sample latents (no n, sources or weights)
 INTERPOLATION_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
@@ -210,10 +215,13 @@ def filtered_rows(
     n: int | None = None,
     sources: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    codes: torch.Tensor | None = None,
 ) -> tuple[list[dict[str, Any]], torch.Tensor]:
-    """Decode latents meant to be of `classes` and apply the two-step filter: (rows, uint8 images)."""
+    """Decode latents meant to be of `classes` and apply the two-step filter: (rows, uint8 images).
+
+    The head judges `latents`; the decoder decodes `codes` (lr-livae: [z_s, z_u]), by default the latents."""
     latent_conf = true_class_confidence(head_logits(classifier, latents, device), classes)
-    images = decode_all(decoder, latents, device)
+    images = decode_all(decoder, latents if codes is None else codes, device)
     image_conf = true_class_confidence(image_logits(classifier, images, device), classes)
     threshold = thresholds[classes]
     accepted = two_step_accept(latent_conf, image_conf, threshold.float())
@@ -304,17 +312,27 @@ def train_lsdms(ctx: StageContext, settings: GenerateSettings, checkpoints: dict
 
 
 def sampled_latents(
-    strategy: str, classifier: Classifier, train_latents: torch.Tensor, ctx: StageContext, settings: GenerateSettings, lsdm: dict[str, Any] | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents on the CPU, their classes) of a sampled strategy."""
+    strategy: str, gaussians: ClassGaussians | None, ctx: StageContext, settings: GenerateSettings, lsdm: dict[str, Any] | None, u_dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(classifier latents on the CPU, their classes, what the strategy's decoder decodes) of a sampled strategy."""
     classes = sampled_classes(ctx.data.num_classes, settings.sampled_per_class)
     generator = strategy_generator(settings, strategy)
     if strategy == "gaussian":
-        model = ClassGaussians.fit(train_latents, ctx.data.train_y, ctx.data.num_classes, classifier.config.latent_activation)
-        return model.sample(classes, generator).cpu(), classes
+        latents = gaussians.sample(classes, generator).cpu()
+        return latents, classes, latents
     if strategy == "lsdm":
-        return load_lsdm(lsdm, device).sample(classes, generator).float().cpu(), classes
+        latents = load_lsdm(lsdm, device).sample(classes, generator).float().cpu()
+        return latents, classes, latents
+    if strategy == "lr-livae":  # z_s from the class's Gaussian, z_u from N(0, I), decoded together
+        z_s, z_u = sample_latents(gaussians, classes, u_dim, generator)
+        return z_s.cpu(), classes, torch.cat([z_s.cpu(), z_u.cpu()], 1)
     raise ValueError(f"{strategy!r} is not a sampled strategy")
+
+
+def class_gaussians(ctx: StageContext, classifier: Classifier, device: torch.device) -> ClassGaussians:
+    """One Gaussian per class over the encoder's training latents (the gaussian strategy's model, lr-livae's z_s)."""
+    latents = encode_all(classifier, ctx.data.train_x, device).cpu()
+    return ClassGaussians.fit(latents, ctx.data.train_y, ctx.data.num_classes, classifier.config.latent_activation)
 
 
 def acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -396,11 +414,13 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             part, images = generate_for_trial(ctx, trial_id, classifier, decoder, plan, latents, thresholds, device)
             figures += write_figures(ctx, trial_id, part, images, pairs, latents, decoder, settings, device)
             strategies["convex"], rows = acceptance(part), rows + part
-        sampled = [s for s in settings.strategies if s in ("gaussian", "lsdm")]
-        train_latents = encode_all(classifier, ctx.data.train_x, device).cpu() if "gaussian" in sampled else None
+        sampled = [s for s in settings.strategies if s in SAMPLED]
+        gaussians = class_gaussians(ctx, classifier, device) if {"gaussian", "lr-livae"} & set(sampled) else None
+        lr_livae = load_checkpoint(ctx.paths.decoder_checkpoint(trial_id, "lr-livae"), "run the decoder stage with lr-livae among --generators") if "lr-livae" in sampled else None
         for strategy in sampled:
-            latents, classes = sampled_latents(strategy, classifier, train_latents, ctx, settings, lsdms.get(trial_id), device)
-            part, images = filtered_rows(ctx, trial_id, strategy, classifier, decoder, latents, classes, thresholds, device)
+            own = load_decoder(lr_livae, device) if strategy == "lr-livae" else decoder  # lr-livae decodes [z_s, z_u] with its own decoder
+            latents, classes, codes = sampled_latents(strategy, gaussians, ctx, settings, lsdms.get(trial_id), lr_livae["u_dim"] if lr_livae else 0, device)
+            part, images = filtered_rows(ctx, trial_id, strategy, classifier, own, latents, classes, thresholds, device, codes=codes)
             figures += write_strategy_grid(ctx, trial_id, strategy, part, images, settings)
             strategies[strategy], rows = acceptance(part), rows + part
         summary[trial_id] = {**acceptance(rows), "strategies": strategies, "thresholds": thresholds.tolist(), "figures": figures}
