@@ -17,6 +17,7 @@ nothing to any hypervolume and is never promoted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,6 +140,85 @@ def hypervolume_history(F: np.ndarray, reference: Sequence[float] = REFERENCE_PO
             volume = hypervolume(front, reference)
         history[i] = volume
     return history
+
+
+class ParetoFront:
+    """The non-dominated points of a changing set of keyed points, and their hypervolume, kept up
+    to date as points arrive, are replaced or leave (the live view's "each trial's latest report").
+
+    Equal to `non_dominated_ranks(F) == 0` and `hypervolume(F)` of the current points at every
+    step, without looking at every point: an arriving point is compared with the front only, and
+    only the departure of a front point looks at the rest (for the points it alone dominated). The
+    hypervolume is recomputed, from the front only, when the front has changed since it was last
+    asked for. Points with a NaN are failed trials: they are not kept.
+    """
+
+    def __init__(self, reference: Sequence[float] = REFERENCE_POINT) -> None:
+        self.reference = np.asarray(reference, dtype=float)
+        self._points: dict[Any, np.ndarray] = {}  # every kept point, by key
+        self._front: dict[Any, np.ndarray] = {}  # the non-dominated ones
+        self._volume: float | None = 0.0  # None: the front changed since it was computed
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._points
+
+    @property
+    def front(self) -> np.ndarray:
+        """The front's points, (f, d), in no particular order."""
+        return np.array(list(self._front.values())).reshape(-1, len(self.reference))
+
+    @property
+    def front_keys(self) -> set:
+        return set(self._front)
+
+    @property
+    def hypervolume(self) -> float:
+        if self._volume is None:
+            self._volume = hypervolume(self.front, self.reference)
+        return self._volume
+
+    def set(self, key: Any, point: Sequence[float]) -> None:
+        """`key`'s point is now `point` (minimisation form); a NaN point removes the key."""
+        point = np.asarray(point, dtype=float)
+        if point.shape != self.reference.shape:
+            raise ValueError(f"expected a point of {len(self.reference)} objectives, got shape {point.shape}")
+        self.discard(key)
+        if np.isnan(point).any():
+            return
+        self._points[key] = point
+        front = self.front
+        if len(front) and _dominated_by_any(point, front):
+            return
+        beaten = [k for k, q in self._front.items() if np.all(point <= q) and np.any(point < q)]
+        for k in beaten:
+            del self._front[k]
+        self._front[key] = point
+        self._volume = None
+
+    def discard(self, key: Any) -> None:
+        """Forget `key`'s point, if any; the points only it dominated may join the front."""
+        point = self._points.pop(key, None)
+        if point is None or self._front.pop(key, None) is None:
+            return
+        self._volume = None
+        others = [k for k in self._points if k not in self._front]
+        if not others:
+            return
+        rest = np.array([self._points[k] for k in others])
+        freed = np.flatnonzero(np.all(point <= rest, axis=1) & np.any(point < rest, axis=1))
+        front = self.front
+        if len(front):  # still dominated by a remaining front point: stays off
+            freed = freed[[not _dominated_by_any(rest[i], front) for i in freed]]
+        if len(freed):  # of those, the ones no other freed point dominates join the front
+            joining = freed[non_dominated_ranks(rest[freed]) == 0]
+            self._front.update((others[i], rest[i]) for i in joining)
+
+
+def _dominated_by_any(point: np.ndarray, others: np.ndarray) -> bool:
+    return bool(np.any(np.all(others <= point, axis=1) & np.any(others < point, axis=1)))
 
 
 def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None) -> np.ndarray:

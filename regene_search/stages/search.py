@@ -275,6 +275,18 @@ def copy_promoted(trials: list[dict], promoted: list[str], paths: RunPaths) -> N
         write_bytes(source.read_bytes(), paths.classifier_checkpoint(trial_id))
 
 
+def search_callbacks(
+    paths: RunPaths,
+    settings: tuning.SearchSettings,
+    budget: Budget,
+    scheduler: tune.schedulers.TrialScheduler | None,
+    trackers: list[tune.Callback] = (),
+) -> list[tune.Callback]:
+    """The search's own Tune callbacks: live view and tables, disk watch, trackers, stop reasons."""
+    callbacks = [LiveProgress(settings.trials, LiveTables(paths, budget)), DiskWatch(paths.dir), *trackers]
+    return callbacks + ([StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else [])
+
+
 def search_stage(
     data: ImageData,
     paths: RunPaths,
@@ -288,8 +300,7 @@ def search_stage(
     trackers: list[tune.Callback] = (),
     say: Callable[[str], None] = print,
 ) -> SearchSummary:
-    callbacks = [LiveProgress(settings.trials, LiveTables(paths, budget)), DiskWatch(paths.dir), *trackers]
-    callbacks += [StopReasonCallback(scheduler)] if hasattr(scheduler, "stop_reasons") else []
+    callbacks = search_callbacks(paths, settings, budget, scheduler, trackers)
     tuner = tuning.make_tuner(
         data=data,
         setup=setup,

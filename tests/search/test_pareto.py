@@ -15,6 +15,7 @@ from optuna.study._multi_objective import _fast_non_domination_rank
 
 from regene_search.search.pareto import (
     REFERENCE_POINT,
+    ParetoFront,
     crowding_distance,
     hypervolume,
     hypervolume_history,
@@ -198,6 +199,72 @@ def test_history_is_prefix_hypervolume_and_monotone(F: np.ndarray) -> None:
     assert np.all(np.diff(history) >= 0)
     for i in range(len(F)):
         assert history[i] == pytest.approx(hypervolume(F[: i + 1]), abs=1e-12)
+
+
+# the incremental front
+
+
+def check_front(front: ParetoFront, points: dict[str, np.ndarray]) -> None:
+    """The incremental front and hypervolume equal the from-scratch ones over the current points."""
+    keys = [k for k, p in points.items() if not np.isnan(p).any()]
+    F = np.array([points[k] for k in keys]).reshape(-1, 3)
+    assert front.front_keys == {k for k, rank in zip(keys, non_dominated_ranks(F)) if rank == 0}
+    assert front.hypervolume == pytest.approx(hypervolume(F), abs=1e-12)
+    assert front.hypervolume == pytest.approx(compute_hypervolume(F[np.all(F <= 1, axis=1)], np.ones(3)), abs=1e-12)
+
+
+# A step sets a key's point (a new one, or a replacement: a trial's next report) or removes the key.
+STEPS = st.lists(
+    st.tuples(st.sampled_from("abcdefghij"), st.one_of(arrays(float, 3, elements=st.one_of(GRID, FINE)), arrays(float, 3, elements=GRID), st.none())),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(STEPS)
+def test_incremental_front_equals_from_scratch_after_every_step(steps) -> None:
+    front, points = ParetoFront(), {}
+    for key, point in steps:
+        if point is None:
+            front.discard(key)
+            points.pop(key, None)
+        else:
+            front.set(key, point)
+            points[key] = point
+        check_front(front, points)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_incremental_front_on_many_random_points_with_ties_and_duplicates(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    front, points = ParetoFront(), {}
+    for step in range(600):
+        key = int(rng.integers(0, 300))
+        if rng.random() < 0.1:
+            front.discard(key)
+            points.pop(key, None)
+        else:
+            point = rng.integers(0, 12, size=3) / 10 if rng.random() < 0.5 else rng.random(3)  # coarse: ties, duplicates, past the reference
+            if rng.random() < 0.02:
+                point[0] = np.nan  # a failed report: the key leaves the front
+            front.set(key, point)
+            points[key] = point
+        if step % 25 == 0:
+            check_front(front, points)
+    check_front(front, points)
+
+
+def test_removing_the_only_dominating_point_frees_what_it_dominated() -> None:
+    front = ParetoFront()
+    front.set("best", [0.1, 0.1, 0.1])
+    front.set("under", [0.2, 0.2, 0.2])
+    front.set("under twin", [0.2, 0.2, 0.2])
+    front.set("deeper", [0.3, 0.3, 0.3])
+    assert front.front_keys == {"best"} and front.hypervolume == pytest.approx(0.9**3)
+    front.discard("best")
+    assert front.front_keys == {"under", "under twin"} and front.hypervolume == pytest.approx(0.8**3)
+    front.set("under", [0.5, 0.5, 0.5])  # a trial's later report may be worse: replaced, not kept
+    assert front.front_keys == {"under twin"} and len(front) == 3
 
 
 # conversion and promotion

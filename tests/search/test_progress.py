@@ -69,6 +69,9 @@ def test_lines_and_tables_keep_their_interval(monkeypatch, capsys):
 def test_a_search_saved_by_an_older_version_restores_with_the_newer_fields():
     old = progress.LiveProgress(4)
     state = {k: v for k, v in old.__getstate__().items() if k in ("total", "started", "finished")}
+    state["latest"] = {"a": np.array([0.9, 0.2, 0.5]), "b": np.array([0.8, 0.3, 0.6])}  # how older versions kept reports
     restored = progress.LiveProgress.__new__(progress.LiveProgress)
     restored.__setstate__(state)
     assert restored.total == 4 and restored.history == {} and restored.write_tables is None
+    assert restored.front.front_keys == {"a"} and restored.front.hypervolume == pytest.approx(hypervolume(to_minimisation(state["latest"]["a"][None])))
+    assert "latest" not in restored.__dict__
