@@ -85,6 +85,15 @@ def _probability(text: str) -> float:
     return value
 
 
+def _labelled_fraction(text: str) -> float:
+    from .data.dataset import check_labelled_fraction
+
+    try:
+        return check_labelled_fraction(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}") from None
+
+
 def _counts(text: str) -> tuple[int, ...]:
     counts = tuple(int(part) for part in text.split(","))
     if not counts or any(n < 2 for n in counts):
@@ -154,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", type=_stages, help=f"comma-separated subset of {','.join(STAGES)} (default: all; on --resume: the run's)")
     run.add_argument("--resume", help="continue the run in this folder or URI; finished stages are not redone")
     run.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the data subset, the sampler and every trial")
+    run.add_argument(
+        "--labelled-fraction",
+        type=_labelled_fraction,
+        default=1.0,
+        metavar="F",
+        help="semi-supervised: labels on a seeded, class-stratified fraction F of the train split only; the classifier, "
+        "thresholds, Gaussians and LSDM see those, the decoders every training image",
+    )
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
     run.add_argument("--mlflow", metavar="URI", help="also log trials and stage metrics to this MLflow tracking URI (pip install 'regene-search[mlflow]')")
@@ -244,6 +261,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         results_root=_results_root(args.results),
         space_path=str(space.resolve()),
         seed=args.seed,
+        labelled_fraction=args.labelled_fraction,
         trials=args.trials,
         sampler=args.sampler,
         scheduler=args.scheduler,

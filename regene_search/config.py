@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .data.dataset import check_labelled_fraction
 from .data.names import DatasetRef
 
 LATENT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid", "identity")
@@ -247,6 +248,7 @@ class RunSpec:
     promote_weights: tuple[float, float, float] | None = None
     promote_top: int = 1
     val_fraction: float = 0.1
+    labelled_fraction: float = 1.0  # the share of the train split that keeps its labels (issue 14: semi-supervised runs)
     stages: tuple[str, ...] = STAGES
     vgg_weights: str | None = None
     inception_weights: str | None = None
@@ -264,6 +266,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", DatasetRef.of(self.dataset))
+        check_labelled_fraction(self.labelled_fraction)
 
     @property
     def resolved_budget(self) -> Budget:

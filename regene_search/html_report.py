@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from . import __version__
-from .report import architecture, duration, number
+from .report import architecture, duration, labelled_share, number
 from .results import RunPaths, read_parquet, write_bytes
 from .search.pareto import OBJECTIVES
 from .storage import Location
@@ -112,7 +112,7 @@ def _figure(paths: RunPaths, name: str, caption: str, figures: dict[str, Any]) -
 def _header(s: dict[str, Any]) -> str:
     search = s["search"]
     rows = [
-        ["dataset", s["dataset"]], ["budget", s["budget"]], ["seed", s["seed"]], ["created", s["created"]],
+        ["dataset", s["dataset"]], ["budget", s["budget"]], ["seed", s["seed"]], ["labels", labelled_share(s["labelled_fraction"])], ["created", s["created"]],
         ["stages took", duration(s["wall_seconds"])],
         ["search", f"{search['sampler']} sampler, {search['scheduler']} scheduler, {search['trials']} of {search['trials_planned']} trials, "
                    f"{search['trial_epochs']} trial-epochs, promote {search['promote']}"],

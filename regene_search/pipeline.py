@@ -81,10 +81,18 @@ def run_record(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_run_data(spec: RunSpec) -> ImageData:
-    """The dataset once per run, cut to the budget's subset (the same seeded subset on resume)."""
+    """The dataset once per run, cut to the budget's subset, then labels kept on `spec.labelled_fraction`
+    of the train split (the same seeded subset and labels on resume)."""
     budget = spec.resolved_budget
     full = load_dataset(spec.dataset, Path(spec.data_dir) if spec.data_dir else None, seed=spec.seed, val_fraction=spec.val_fraction)
-    return full.subset(train=budget.train_images, val=budget.val_images, seed=spec.seed)
+    return full.subset(train=budget.train_images, val=budget.val_images, seed=spec.seed).with_labelled_fraction(spec.labelled_fraction, seed=spec.seed)
+
+
+def describe_train_split(data: ImageData) -> str:
+    """`5000 train`, or `500 labelled + 4500 unlabelled train` in a semi-supervised run."""
+    if not len(data.unlabelled_x):
+        return f"{len(data.train_x)} train"
+    return f"{len(data.train_x)} labelled + {len(data.unlabelled_x)} unlabelled train"
 
 
 def _order(stages: tuple[str, ...]) -> list[str]:
@@ -120,7 +128,7 @@ def run_pipeline(
         verify_restorable(paths.tune_dir)  # refuse a tampered search before data, Ray or the lock
 
     data = load_run_data(spec)
-    preamble = [f"data: {escape(str(spec.dataset))}, {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}"]
+    preamble = [f"data: {escape(str(spec.dataset))}, {describe_train_split(data)} / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}"]
     console.print(preamble[-1])
     info = cluster.connect(address, dashboard_host=dashboard_host, temp_dir=ray_temp_dir)
     try:

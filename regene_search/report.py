@@ -153,8 +153,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
 
     s, search = summary, summary["search"]
     versions = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in s["versions"].items())
-    console.print(f"[bold]{escape(s['name'])}[/bold]  {escape(str(s['dataset']))} · budget {s['budget']} · seed {s['seed']} · created {s['created']} · "
-                  f"stages took {duration(s['wall_seconds'])}")
+    console.print(f"[bold]{escape(s['name'])}[/bold]  {escape(str(s['dataset']))} · budget {s['budget']} · seed {s['seed']} · "
+                  + (f"semi-supervised: {labelled_share(s['labelled_fraction'])} · " if s["labelled_fraction"] < 1 else "")
+                  + f"created {s['created']} · stages took {duration(s['wall_seconds'])}")
     console.print(f"search: {search['sampler']} sampler, {search['scheduler']} scheduler, {search['trials']} of {search['trials_planned']} trials "
                   f"({search['trial_epochs']} trial-epochs), promote {search['promote']}", highlight=False)
     console.print(f"[dim]{escape(versions)}" + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else "") + "[/dim]", highlight=False)
@@ -188,6 +189,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             console.print(f"  [yellow]![/yellow] {escape(line)}", highlight=False)
     more = ["show --detail (every stage and file)", "show --json"] + ([escape(s["report"])] if s.get("report") else [])
     console.print(f"[dim]more: {', '.join(more)}[/dim]")
+
+
+def labelled_share(fraction: float) -> str:
+    """`labels on 10% of the train split`: what --labelled-fraction gave a run."""
+    return f"labels on {100 * fraction:.3g}% of the train split"
 
 
 def print_quality(quality: dict[str, Any], console: Console) -> None:

@@ -69,6 +69,7 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "dataset": spec.get("dataset"),
         "budget": spec.get("budget"),
         "seed": record.get("seed"),
+        "labelled_fraction": spec.get("labelled_fraction", 1.0),  # a run.json from before semi-supervised runs: every label
         "created": record.get("created"),
         "git_commit": record.get("git_commit"),
         "versions": record.get("versions", {}),

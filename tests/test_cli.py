@@ -109,6 +109,14 @@ def _run_folder(tmp: Path, *, run_json: str | None = None, stages_json: str | No
     return str(folder)
 
 
+def _spec_json(tmp: Path, **changes) -> str:
+    """run.json of a smoke run on shapes with `changes` to its spec."""
+    from regene_search.config import RunSpec
+
+    spec = RunSpec(dataset="shapes", data_dir=None, budget="smoke", name="damaged", results_root=str(tmp), space_path="x.toml").to_json()
+    return json.dumps({"spec": {**spec, **changes}})
+
+
 BAD_RUNS = {
     "unknown dataset": lambda t: (["run", "imagenet"], "unknown dataset"),
     "missing data dir": lambda t: (["run", "mnist", "--data-dir", str(t / "nope")], "mnist"),
@@ -139,6 +147,10 @@ BAD_RUNS = {
     "negative gpus": lambda t: (["run", "shapes", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
     "no cpus per trial": lambda t: (["run", "shapes", "--cpus-per-trial", "0"], "--cpus-per-trial"),
     "negative seed": lambda t: (["run", "shapes", "--seed", "-1"], "--seed"),
+    "no labelled images": lambda t: (["run", "shapes", "--labelled-fraction", "0"], "--labelled-fraction: must be a number in (0, 1], got 0"),
+    "labelled fraction above 1": lambda t: (["run", "shapes", "--labelled-fraction", "1.5"], "--labelled-fraction: must be a number in (0, 1], got 1.5"),
+    "labelled fraction not a number": lambda t: (["run", "shapes", "--labelled-fraction", "abc"], "--labelled-fraction: must be a number in (0, 1], got abc"),
+    "run.json with a labelled fraction of 0": lambda t: (["run", "--resume", _run_folder(t, run_json=_spec_json(t, labelled_fraction=0))], "labelled fraction must be in (0, 1], got 0"),
     "run.json is not JSON": lambda t: (["run", "--resume", _run_folder(t, run_json="{not json")], "run.json is unreadable"),
     "run.json without a spec": lambda t: (["run", "--resume", _run_folder(t, run_json="[1, 2]")], "not a regene-search run record"),
     "run.json with a bad spec": lambda t: (["run", "--resume", _run_folder(t, run_json='{"spec": {"dataset": "mnist"}}')], "no usable run spec"),
@@ -309,6 +321,47 @@ def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_ow
     folder = _run_folder(tmp_path, stages_json=json.dumps(done))
     assert main(["run", "--resume", folder, "--generators", "gaussian", "--stages", "search"]) == 0
     assert "ignored: --generators" in capsys.readouterr().out
+
+
+@needs_mnist
+def test_the_labelled_fraction_reaches_the_run_spec_run_json_and_the_runs_data(tmp_path):
+    from regene_search.cli import _spec_from_args, build_parser
+    from regene_search.config import RunSpec
+    from regene_search.pipeline import load_run_data
+
+    args = ["run", "mnist", "--data-dir", str(SHARED_DATA), "--budget", "smoke", "--results", str(tmp_path), "--labelled-fraction", "0.1"]
+    spec = _spec_from_args(build_parser().parse_args(args))
+    assert spec.labelled_fraction == 0.1 and spec.to_json()["labelled_fraction"] == 0.1
+    assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    old = {k: v for k, v in spec.to_json().items() if k != "labelled_fraction"}
+    assert RunSpec.from_json(old).labelled_fraction == 1.0  # a run recorded before semi-supervised runs had every label
+    data = load_run_data(spec)
+    assert (len(data.train_x), len(data.unlabelled_x), len(data.val_x)) == (500, 4500, 1000)  # the smoke subset, then 10 % labelled
+    full = load_run_data(RunSpec.from_json(old))
+    assert len(full.train_x) == 5000 and not len(full.unlabelled_x)
+    assert sorted(map(bytes, data.all_train_x.flatten(1).numpy())) == sorted(map(bytes, full.train_x.flatten(1).numpy()))
+
+
+def test_resume_keeps_the_runs_labelled_fraction_and_show_prints_it(tmp_path, capsys):
+    from regene_search.results import read_json, write_json
+
+    from .run_folders import make_run
+
+    done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
+    folder = _run_folder(tmp_path, run_json=_spec_json(tmp_path, labelled_fraction=0.1), stages_json=json.dumps(done))
+    assert main(["run", "--resume", folder, "--labelled-fraction", "0.5", "--stages", "search"]) == 0
+    assert "ignored: --labelled-fraction" in capsys.readouterr().out
+    assert json.loads(Path(folder, "run.json").read_text())["spec"]["labelled_fraction"] == 0.1
+
+    paths = make_run(tmp_path)
+    assert main(["show", str(paths.dir)]) == 0
+    assert "labels on" not in capsys.readouterr().out  # every label: nothing to say
+    record = read_json(paths.run_json)
+    write_json({**record, "spec": {**record["spec"], "labelled_fraction": 0.1}}, paths.run_json)
+    assert main(["show", str(paths.dir)]) == 0
+    assert "semi-supervised: labels on 10% of the train split" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
+    assert main(["show", "--json", str(paths.dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["labelled_fraction"] == 0.1
 
 
 def test_resume_names_the_flags_it_ignores(tmp_path, capsys):

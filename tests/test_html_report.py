@@ -85,3 +85,13 @@ def test_the_browser_check_catches_a_broken_image_a_script_error_and_a_network_r
     assert check.images == 2 and sorted(check.broken_images) == ["bad", "remote"]
     assert any("boom" in e for e in check.console_errors) and any("undefinedCall" in e for e in check.page_errors)
     assert check.requests == ["http://127.0.0.1:9/x.png"]
+
+
+def test_the_page_says_what_share_of_the_train_split_had_labels(tmp_path):
+    from regene_search.results import read_json, write_json
+
+    paths = make_run(tmp_path)
+    assert "<td>labels</td><td>labels on 100% of the train split</td>" in render(paths)  # a run.json from before --labelled-fraction
+    record = read_json(paths.run_json)
+    write_json({**record, "spec": {**record["spec"], "labelled_fraction": 0.1}}, paths.run_json)
+    assert "<td>labels</td><td>labels on 10% of the train split</td>" in render(paths)

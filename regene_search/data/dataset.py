@@ -14,6 +14,13 @@ from dataclasses import dataclass
 import torch
 
 
+def check_labelled_fraction(fraction: float) -> float:
+    """`fraction` if it is a share of the train split that can keep labels, (0, 1]; else ValueError."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    return fraction
+
+
 @dataclass(frozen=True)
 class ImageData:
     """Train / validation / test splits as uint8 (N, C, H, W) images and int64 (N,) labels, plus
@@ -100,25 +107,35 @@ class ImageData:
         """Keep labels on a seeded `fraction` of each class's training images; the rest of the train
         split joins `unlabelled_x` without labels. Validation and test keep theirs.
 
-        Each class keeps round(fraction x its count) images, at least one, so every class stays
+        round(fraction x the train split) images keep labels, shared out in proportion to the class
+        counts (largest remainders), and every class keeps at least one, so every class stays
         learnable; 1.0 returns the data unchanged.
         """
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
-        if fraction == 1.0:
+        if check_labelled_fraction(fraction) == 1.0:
             return self
         gen = torch.Generator().manual_seed(seed)
+        classes, counts = self.train_y.unique(sorted=True, return_counts=True)
+        keep = class_quotas(counts, round(fraction * len(self.train_y)))
         labelled = torch.zeros(len(self.train_y), dtype=torch.bool)
-        for c in self.train_y.unique(sorted=True):
+        for c, k in zip(classes.tolist(), keep.tolist(), strict=True):
             members = (self.train_y == c).nonzero().squeeze(1)
-            keep = max(1, round(fraction * len(members)))
-            labelled[members[torch.randperm(len(members), generator=gen)[:keep]]] = True
+            labelled[members[torch.randperm(len(members), generator=gen)[:k]]] = True
         return dataclasses.replace(
             self,
             train_x=self.train_x[labelled].contiguous(),
             train_y=self.train_y[labelled].contiguous(),
             unlabelled_x=torch.cat([self.unlabelled_x, self.train_x[~labelled]]),
         )
+
+
+def class_quotas(counts: torch.Tensor, total: int) -> torch.Tensor:
+    """`total` split in proportion to `counts` by largest remainders (Hamilton's method), each at
+    least 1 and at most its count: how many images of each class keep their label."""
+    exact = counts.double() * total / counts.sum()
+    quotas = exact.floor().long()
+    short = total - int(quotas.sum())
+    quotas[(exact - quotas).argsort(descending=True, stable=True)[:short]] += 1
+    return quotas.clamp(min=1).minimum(counts)
 
 
 def split_train_val(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from regene_search.data.dataset import ImageData
+from regene_search.data.dataset import ImageData, class_quotas
 from tests.conftest import needs_mnist
 
 
@@ -29,9 +29,10 @@ def test_the_labelled_fraction_is_stratified_and_seeded(mnist_small):
     semi = mnist_small.with_labelled_fraction(0.1, seed=3)
     counts = torch.bincount(mnist_small.train_y, minlength=10)
     kept = torch.bincount(semi.train_y, minlength=10)
-    assert torch.equal(kept, (counts.double() * 0.1).round().long())  # 10 % of every class, not just overall
-    assert len(semi.train_x) + len(semi.unlabelled_x) == len(mnist_small.train_x)
-    assert semi.labelled_fraction == pytest.approx(0.1, abs=0.002)
+    share = counts.double() * 0.1
+    assert ((kept == share.floor()) | (kept == share.ceil())).all()  # 10 % of every class, not just overall
+    assert len(semi.train_x) == 500 and len(semi.train_x) + len(semi.unlabelled_x) == len(mnist_small.train_x)
+    assert semi.labelled_fraction == 0.1
     again = mnist_small.with_labelled_fraction(0.1, seed=3)
     assert torch.equal(again.train_x, semi.train_x) and torch.equal(again.unlabelled_x, semi.unlabelled_x)
     other = mnist_small.with_labelled_fraction(0.1, seed=4)
@@ -87,3 +88,19 @@ def test_a_subset_cuts_the_unlabelled_images_in_proportion():
     assert (len(part.train_x), len(part.unlabelled_x)) == (20, 60)
     assert rows(part.unlabelled_x) <= rows(semi.unlabelled_x) and rows(part.train_x) <= rows(semi.train_x)
     assert semi.subset(val=2, seed=1).unlabelled_x is semi.unlabelled_x  # the train split kept whole
+
+
+@pytest.mark.parametrize("total", [3, 5, 10, 17, 29])
+def test_class_quotas_share_the_total_by_largest_remainders(total):
+    counts = torch.tensor([13, 9, 5, 3])
+    quotas = class_quotas(counts, total)
+    exact = counts.double() * total / counts.sum()
+    assert total <= int(quotas.sum()) <= total + int((exact < 1).sum())  # more only where a class is lifted to one
+    assert ((quotas >= 1) & (quotas <= counts)).all()
+    if total >= 8:  # no class lifted to its minimum of one: the shares are floors or ceilings of the exact ones
+        assert int(quotas.sum()) == total and ((quotas == exact.floor()) | (quotas == exact.ceil())).all()
+
+
+def test_class_quotas_known_values():
+    assert class_quotas(torch.tensor([5, 3, 2]), 5).tolist() == [3, 1, 1]  # 2.5, 1.5, 1.0: the first remainder wins the tie
+    assert class_quotas(torch.tensor([40, 7, 2]), 5).tolist() == [4, 1, 1]  # 4.08, 0.71, 0.29, and the last class lifted to one
