@@ -50,7 +50,7 @@ class StageSpec(RunSpec):
     neutral_depth: int | None = 8
     generate_n: tuple[int, ...] = (2, 3)
     generate_per_class: int = 6
-    generators: tuple[str, ...] = ("convex", "gaussian", "lsdm")
+    generators: tuple[str, ...] = ("convex", "gaussian", "lsdm", "lr-livae")
     novelty_samples: int = 32
     inception_weights: str | None = None
     inception_images: int = 8
@@ -101,15 +101,26 @@ def test_decoder_writes_a_loadable_checkpoint_and_one_row_per_epoch(stage_run):
     paths, summaries, _ = stage_run
     table = read_parquet(paths.decoder)
     assert table.schema.names == DECODER_COLUMNS.names and table.schema == DECODER_COLUMNS
-    rows = table.to_pylist()
-    assert {r["run"] for r in rows} == {"t"}
-    assert [(r["trial_id"], r["epoch"]) for r in rows] == [(TRIAL, 1), (TRIAL, 2)]
-    assert {r["perceptual_backbone"] for r in rows} == {"neutral-resnet"} == {summaries["decoder"]["perceptual_backbone"]}
-    assert rows[0]["w_ssim"] > rows[1]["w_ssim"] and rows[0]["w_mae"] == rows[1]["w_mae"]
-    assert 0 < rows[-1]["val_mae"] < 0.2 and 0 < rows[-1]["val_ssim"] <= 1
+    every = table.to_pylist()
+    assert {r["run"] for r in every} == {"t"}
+    # lr-livae is among the generators: both decoders, each a Ray task, their rows in one table.
+    assert [(r["trial_id"], r["decoder"], r["epoch"]) for r in every] == [(TRIAL, "regene", 1), (TRIAL, "regene", 2), (TRIAL, "lr-livae", 1), (TRIAL, "lr-livae", 2)]
+    assert {r["perceptual_backbone"] for r in every} == {"neutral-resnet"} == {summaries["decoder"]["perceptual_backbone"]}
+    for kind in ("regene", "lr-livae"):
+        rows = [r for r in every if r["decoder"] == kind]
+        assert rows[0]["w_ssim"] > rows[1]["w_ssim"] and rows[0]["w_mae"] == rows[1]["w_mae"] and rows[0]["w_perceptual"] > 0
+        assert 0 < rows[-1]["val_mae"] < 0.2 and 0 < rows[-1]["val_ssim"] <= 1
+        assert (rows[-1]["loss_kl"] > 0) == (kind == "lr-livae")
+    regene, lr = ([r for r in every if r["decoder"] == kind] for kind in ("regene", "lr-livae"))
+    assert [(r["w_mae"], r["w_ssim"], r["w_perceptual"]) for r in regene] == [(r["w_mae"], r["w_ssim"], r["w_perceptual"]) for r in lr]
+    assert summaries["decoder"]["kinds"] == ["regene", "lr-livae"]
+    assert summaries["decoder"]["decoders"][TRIAL]["lr-livae"]["val_mae"] == lr[-1]["val_mae"]
     state = load_checkpoint(paths.checkpoints / f"decoder-{TRIAL}.pt", "decoder stage")
     assert state["encoder_trial_id"] == TRIAL and state["perceptual_backbone"] == "neutral-resnet"
     assert load_decoder(state)(torch.zeros(2, 64)).shape == (2, 1, 28, 28)
+    state = load_checkpoint(paths.checkpoints / f"lr-livae-decoder-{TRIAL}.pt", "decoder stage")
+    assert state["decoder"] == "lr-livae" and state["encoder_trial_id"] == TRIAL and set(state["nuisance_encoder"])
+    assert load_decoder(state)(torch.zeros(2, 64 + state["u_dim"])).shape == (2, 1, 28, 28)
 
 
 def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_run, mnist_2k):
@@ -117,17 +128,17 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
     table = read_parquet(paths.generations)
     assert table.schema == GENERATION_COLUMNS
     every = table.to_pylist()
-    assert [r["strategy"] for r in every] == ["convex"] * 120 + ["gaussian"] * 120 + ["lsdm"] * 120
+    assert [r["strategy"] for r in every] == ["convex"] * 120 + ["gaussian"] * 120 + ["lsdm"] * 120 + ["lr-livae"] * 120
     rows = [r for r in every if r["strategy"] == "convex"]
     assert len(rows) == 10 * 2 * 6 and {r["run"] for r in every} == {"t"}
     for r in every:
         assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["threshold"])
-    for strategy in ("gaussian", "lsdm"):  # sampled: as many per class as convex over its n, no n, sources or weights
+    for strategy in ("gaussian", "lsdm", "lr-livae"):  # sampled: as many per class as convex over its n, no n, sources or weights
         mine = [r for r in every if r["strategy"] == strategy]
         assert [r["class"] for r in mine] == [c for c in range(10) for _ in range(12)]
         assert all(r["n"] is None and r["source_indices"] is None and r["weights"] is None for r in mine)
         assert {(r["class"], r["threshold"]) for r in mine} == {(r["class"], r["threshold"]) for r in rows}  # the same class thresholds
-        if strategy == "gaussian":  # a fitted model of each digit's latents gets most samples past the head (LSDM: 40 steps, untrained)
+        if strategy in ("gaussian", "lr-livae"):  # a fitted model of each digit's latents gets most samples past the head (LSDM: 40 steps, untrained)
             assert sum(r["latent_confidence"] > 0.5 for r in mine) > len(mine) / 2
         info = summaries["generate"]["trials"][TRIAL]["strategies"][strategy]
         assert info["generated"] == 120 and info["accepted"] == sum(r["accepted"] for r in mine) and info["accept_rate_by_n"] == {}
@@ -165,8 +176,8 @@ def test_figures_are_pngs_in_the_run_folder(stage_run):
     names = {p.name for p in figures}
     assert {"generations-n2.png", "generations-n3.png", "generations-gaussian.png", "novelty.png"} <= names
     # A strategy's grid holds its accepted generations: none (the 40-step LSDM may get none past the filter), no grid.
-    drawn = {s for s in ("gaussian", "lsdm") if summaries["generate"]["trials"][TRIAL]["strategies"][s]["accepted"]}
-    assert {f"figures/{TRIAL}/generations-{s}.png" for s in drawn} == {f for f in summaries["generate"]["trials"][TRIAL]["figures"] if f.endswith(("gaussian.png", "lsdm.png"))}
+    drawn = {s for s in ("gaussian", "lsdm", "lr-livae") if summaries["generate"]["trials"][TRIAL]["strategies"][s]["accepted"]}
+    assert {f"figures/{TRIAL}/generations-{s}.png" for s in drawn} == {f for f in summaries["generate"]["trials"][TRIAL]["figures"] if f.endswith(("gaussian.png", "lsdm.png", "lr-livae.png"))}
     assert {"reconstructions.png", "acceptance.png", "filter-scatter.png", "rejected.png"} <= names
     assert {f"figures/{TRIAL}/{name}" for name in ("acceptance.png", "filter-scatter.png", "rejected.png")} <= set(summaries["generate"]["trials"][TRIAL]["figures"])
     with Image.open(io.BytesIO(paths.reconstructions_figure(TRIAL).read_bytes())) as picture:  # test images above their reconstructions
@@ -199,11 +210,11 @@ def test_evaluation_has_the_documented_metrics(stage_run):
     frame = pd.read_parquet(io.BytesIO(paths.evaluation.read_bytes()))  # plain pandas, no hints
     assert frame["n"].dtype == "Int64" and frame["class"].dtype == "Int64"
     assert frame.pivot_table(index="scope", columns="metric", values="value", aggfunc="size").sum().sum() == len(frame)  # no row dropped
-    assert {r["strategy"] for r in rows} == {None, "convex", "gaussian", "lsdm"} and {r["subset"] for r in rows} == {None, "accepted", "all"}
+    assert {r["strategy"] for r in rows} == {None, "convex", "gaussian", "lsdm", "lr-livae"} and {r["subset"] for r in rows} == {None, "accepted", "all"}
     # Every strategy, after the filter and before it: neutral accuracy, the FIDs, KID, precision, recall, density, coverage.
     judged = {"neutral_acc_gen", "fid_neutral_org_gen", "fid_neutral_recon_gen", "fid_inception_org_gen", "fid_inception_recon_gen",
               "kid_neutral_org_gen", "kid_neutral_org_gen_std", "precision", "recall", "density", "coverage"}
-    for strategy in ("convex", "gaussian", "lsdm"):
+    for strategy in ("convex", "gaussian", "lsdm", "lr-livae"):
         mine = [r for r in rows if r["strategy"] == strategy and r["scope"] == "run"]
         assert {r["metric"] for r in mine if r["subset"] == "all"} == judged
         accepted = {r["metric"] for r in mine if r["subset"] == "accepted"}
@@ -214,7 +225,7 @@ def test_evaluation_has_the_documented_metrics(stage_run):
         assert all(0 <= value[(k, "all")] <= 1 for k in ("neutral_acc_gen", "precision", "recall", "coverage"))
         assert value[("fid_neutral_org_gen", "all")] >= 0 and value[("density", "all")] >= 0
     # n only splits convex; the sampled strategies have run and class rows only.
-    assert {r["scope"] for r in rows if r["strategy"] in ("gaussian", "lsdm")} == {"run", "class"}
+    assert {r["scope"] for r in rows if r["strategy"] in ("gaussian", "lsdm", "lr-livae")} == {"run", "class"}
     assert all(r["strategy"] is None and r["subset"] is None for r in rows if r["metric"].startswith(("recon_", "neutral_acc_recon", "novelty_test", "fid_neutral_org_recon")))
     rows = [r for r in rows if r["strategy"] in (None, "convex") and r["subset"] in (None, "accepted")]  # the paper's numbers, as before the strategies
     by_key = {(r["metric"], r["n"], r["class"]): r for r in rows}

@@ -13,14 +13,21 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from regene_search.errors import UserError
+from regene_search.config import DecoderConfig
+from regene_search.generators.lr_livae import split_decoder
+from regene_search.stages.decoder import decode_all
 from regene_search.stages.generate import (
     GenerateSettings,
     TrainLatents,
     acceptance,
+    class_gaussians,
     class_thresholds,
     convex_weights,
+    filtered_rows,
+    head_logits,
     interpolation_pairs,
     sample_plan,
+    sampled_latents,
     true_class_confidence,
     two_step_accept,
 )
@@ -112,3 +119,32 @@ def test_train_latents_encode_only_the_used_images_and_match_the_full_encoding(m
     assert latents.latents.shape[0] == 4
     full = encode_all(classifier, mnist_2k.train_x[:901], torch.device("cpu"))
     torch.testing.assert_close(latents[indices], full[torch.from_numpy(indices)], atol=1e-5, rtol=1e-5)
+
+
+def test_lr_livae_draws_z_s_from_the_class_gaussians_and_z_u_from_the_prior_and_decodes_both(mnist_2k, encoder_checkpoint):
+    cpu = torch.device("cpu")
+    classifier = load_classifier(encoder_checkpoint)
+    ctx = SimpleNamespace(data=mnist_2k, console=Console(quiet=True))
+    settings = GenerateSettings(ns=(2, 3), per_class=20, strategies=("gaussian", "lr-livae"), seed=2)
+    gaussians = class_gaussians(ctx, classifier, cpu)
+    z_s, classes, codes = sampled_latents("lr-livae", gaussians, ctx, settings, None, 8, cpu)
+    assert classes.tolist() == [c for c in range(10) for _ in range(40)]
+    assert codes.shape == (400, 64 + 8) and torch.equal(codes[:, :64], z_s)
+    z_u = codes[:, 64:]
+    torch.testing.assert_close(z_u.mean(0), torch.zeros(8), atol=0.2, rtol=0)
+    torch.testing.assert_close(z_u.std(0), torch.ones(8), atol=0.15, rtol=0)
+    # z_s is a draw of the class's Gaussian: the head reads the class from most of them.
+    assert float((head_logits(classifier, z_s, cpu).argmax(1) == classes).float().mean()) > 0.8
+    again = sampled_latents("lr-livae", gaussians, ctx, settings, None, 8, cpu)
+    assert torch.equal(again[2], codes)  # seeded
+    assert not torch.equal(sampled_latents("gaussian", gaussians, ctx, settings, None, 0, cpu)[0], z_s)  # its own draws
+
+    # The filter: the head judges z_s, the decoder decodes [z_s, z_u].
+    torch.manual_seed(0)
+    decoder = split_decoder(DecoderConfig(image_size=28, channels=1, latent_dim=64, base_width=8), z_s.mean(0), z_s.std(0).clamp_min(1e-6), 8).eval()
+    thresholds = torch.full((10,), 0.5, dtype=torch.float64)
+    rows, images = filtered_rows(ctx, "t", "lr-livae", classifier, decoder, z_s[:30], classes[:30], thresholds, cpu, codes=codes[:30])
+    assert torch.equal(images, decode_all(decoder, codes[:30], cpu))
+    latent_conf = true_class_confidence(head_logits(classifier, z_s[:30], cpu), classes[:30])
+    assert [r["latent_confidence"] for r in rows] == pytest.approx(latent_conf.tolist())
+    assert all(r["strategy"] == "lr-livae" and r["n"] is None and r["source_indices"] is None for r in rows)
