@@ -276,10 +276,16 @@ def test_every_generation_strategy_through_the_cli_is_judged_by_every_metric(smo
         for subset in ("accepted", "all"):
             assert judged <= set(mine.loc[mine["subset"] == subset, "metric"]), (strategy, subset)
         assert set(mine.loc[mine["subset"].isna(), "metric"]) == {"accept_rate", "accepted_count"}
+    # The third FID, test images vs reconstructions, is the encoder's (no strategy).
+    assert "fid_neutral_org_recon" in set(evaluation.loc[evaluation["strategy"].isna() & (evaluation["scope"] == "run"), "metric"])
+    # lr-livae's own decoder trained in the decoder stage beside ReGene's, every epoch a row.
+    decoders = pd.read_parquet(run_dir / "decoder.parquet")
+    assert decoders.groupby("decoder")["epoch"].apply(list).to_dict() == {kind: list(range(1, 5)) for kind in ("lr-livae", "regene")}
+    assert len(list((run_dir / "checkpoints").glob("lr-livae-decoder-*.pt"))) == 1
     generations = pd.read_parquet(run_dir / "generations.parquet")
     assert generations.groupby("strategy").size().to_dict() == {s: 120 for s in GENERATORS}
     assert len(pd.read_parquet(run_dir / "lsdm.parquet")) >= 5
     figures = {p.name for p in (run_dir / "figures").rglob("generations-*.png")}
     assert "generations-n2.png" in figures and {f"generations-{s}.png" for s in GENERATORS if s != "convex"} <= figures
     show = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert re.search(r"^neutral accuracy on accepted generations(\s+[\d.]+ [✓✗]){3}$", show.stdout, re.M), show.stdout
+    assert re.search(rf"^neutral accuracy on accepted generations(\s+[\d.]+ [✓✗]){{{len(GENERATORS)}}}$", show.stdout, re.M), show.stdout

@@ -134,19 +134,20 @@ def test_compute_spent_counts_every_trials_epochs_up_to_each_completion(tmp_path
     assert spent == [2, 5, 6, 8, 8]
 
 
-def decoder_rows(trial_id: str, epochs: int, *, perceptual_until: int) -> list[dict]:
+def decoder_rows(trial_id: str, epochs: int, *, perceptual_until: int, decoder: str | None = None) -> list[dict]:
+    """Rows of one decoder; `decoder` None leaves the column null, as in a file from before lr-livae."""
     return [
-        {"trial_id": trial_id, "epoch": e, "loss_mae": 0.2 / e, "loss_ssim": 0.5 / e, "loss_perceptual": 0.4 / e if e <= perceptual_until else 0.0,
+        {"trial_id": trial_id, "decoder": decoder, "epoch": e, "loss_mae": 0.2 / e, "loss_ssim": 0.5 / e, "loss_perceptual": 0.4 / e if e <= perceptual_until else 0.0,
          "loss_total": 1.0 / e, "w_mae": 1.0, "w_ssim": 1.0 / e, "w_perceptual": 0.5 if e <= perceptual_until else 0.0,
          "val_mae": 0.1 / e, "val_ssim": 1 - 0.3 / e, "perceptual_backbone": "neutral-resnet", "seconds": 1.0}
         for e in range(1, epochs + 1)
     ]
 
 
-@pytest.mark.parametrize("encoders", [1, 3])
-def test_decoder_curves_of_one_or_several_encoders(tmp_path, encoders):
+@pytest.mark.parametrize("encoders, kinds", [(1, (None,)), (3, (None,)), (2, ("regene", "lr-livae"))])
+def test_decoder_curves_of_one_or_several_encoders_and_decoders(tmp_path, encoders, kinds):
     paths = new_run_folder(tmp_path, "mnist", "decoder")
-    rows = round_trip([r for i in range(encoders) for r in decoder_rows(f"t{i}", 4 - i, perceptual_until=2)], DECODER_COLUMNS, paths.decoder)
+    rows = round_trip([r for i in range(encoders) for kind in kinds for r in decoder_rows(f"t{i}", 4 - i, perceptual_until=2, decoder=kind)], DECODER_COLUMNS, paths.decoder)
     plots.plot_decoder_curves(rows, paths.decoder_curves_figure)
     picture = image(paths.decoder_curves_figure)
     assert picture.format == "PNG" and picture.width > 3 * picture.height > 1200
