@@ -10,11 +10,14 @@ and decodes [z_s, z_u]. Our interpretation (their text here is an abstract):
   no head) whose dense layer gives (mu, logvar); z_u = mu + exp(logvar / 2) * eps.
 - The decoder is the project's (`stages.decoder.LatentDecoder` over `models.Decoder`) with a wider
   input, [z_s, z_u]: the standardisation of z_s it was trained with, and none for z_u.
-- Loss = the ReGene decoder's scheduled reconstruction loss (MAE + SSIM + perceptual, from
-  `stages/losses.py`) + `kl_weight` * KL(q(z_u | x) || N(0, I)) (per image, summed over units).
+- Loss = the ReGene decoder's scheduled reconstruction loss (MAE + SSIM + perceptual,
+  `losses.reconstruction_loss`) + `kl_weight` * KL(q(z_u | x) || N(0, I)) (per image, summed over
+  units), with `kl_weight` = 1 / (pixel values per image) (`kl_weight_for`) and `U_DIM` = 8 units.
   Nothing here stops z_u from also carrying class information, and the paper's GAN extension
   (a pixel discriminator) is left out.
-- Generation: z_s from the class's Gaussian, z_u from N(0, I), decoded.
+- Training: the decoder stage (`stages.decoder.train_decoder(..., "lr-livae")`), beside the ReGene
+  decoder, with its schedule, epochs and epoch loop (`stages.decoder.train_epoch`).
+- Generation (the generate stage): z_s from the class's Gaussian, z_u from N(0, I), decoded.
 """
 
 from __future__ import annotations
