@@ -29,14 +29,8 @@ class EpsNetParetoASHA(ParetoASHA):
 
     name = NAME
 
-    def _within_front_order(self, F: np.ndarray, ranks: np.ndarray, crowding: np.ndarray) -> np.ndarray:
-        key = np.zeros(len(F))
-        low, span = F.min(axis=0), np.ptp(F, axis=0)
-        scaled = np.divide(F - low, span, out=np.zeros_like(F), where=span > 0)
-        for rank in np.unique(ranks):
-            members = np.flatnonzero(ranks == rank)
-            key[members] = epsilon_net_positions(scaled[members])
-        return key
+    def _within_front_order(self, front: np.ndarray, crowding: np.ndarray, low: np.ndarray, span: np.ndarray) -> np.ndarray:
+        return epsilon_net_positions(np.divide(front - low, span, out=np.zeros_like(front), where=span > 0))
 
 
 def epsilon_net_positions(points: np.ndarray) -> np.ndarray:

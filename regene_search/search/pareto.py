@@ -217,6 +217,79 @@ class ParetoFront:
             self._front.update((others[i], rest[i]) for i in joining)
 
 
+class RankedPoints:
+    """Points that only ever arrive (a rung's records), kept sorted into non-dominated layers.
+
+    `ranks` equals `non_dominated_ranks` of the points in arrival order after every `add`, without
+    a full sort: the new point's layer is found by binary search (if a member of layer j dominates
+    it, so does a member of every layer before j), and only the points it pushes down, and those
+    they push down in turn, change layer (each by one). Points must not hold NaN.
+    """
+
+    def __init__(self, d: int = len(OBJECTIVES)) -> None:
+        self._points = np.empty((16, d))  # grown by doubling; the first `_n` rows are the points
+        self._ranks = np.empty(16, dtype=int)
+        self._n = 0
+        self.layers: list[list[int]] = []  # indices of each layer, rank 0 first
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def points(self) -> np.ndarray:
+        return self._points[: self._n]
+
+    @property
+    def ranks(self) -> np.ndarray:
+        return self._ranks[: self._n]
+
+    def add(self, point: Sequence[float]) -> int:
+        """Insert `point`; returns its index (arrival order)."""
+        point = np.asarray(point, dtype=float).reshape(1, -1)
+        if np.isnan(point).any():
+            raise ValueError("a ranked point must not hold NaN")
+        index = self._n
+        if index == len(self._ranks):
+            self._points = np.vstack([self._points, np.empty_like(self._points)])
+            self._ranks = np.concatenate([self._ranks, np.empty_like(self._ranks)])
+        self._points[index] = point[0]
+        self._n += 1
+        low, high = 0, len(self.layers)  # first layer none of whose members dominates the point
+        while low < high:
+            middle = (low + high) // 2
+            if self._dominated(point, self.layers[middle]).any():
+                low = middle + 1
+            else:
+                high = middle
+        moving, rank = [index], low
+        while moving:
+            if rank == len(self.layers):
+                self.layers.append([])
+            layer = self.layers[rank]
+            pushed = [layer[i] for i in np.flatnonzero(self._dominates_any(self._points[moving], layer))]
+            if pushed:
+                gone = set(pushed)
+                self.layers[rank] = [i for i in layer if i not in gone]
+            self.layers[rank] += moving
+            self._ranks[moving] = rank
+            moving, rank = pushed, rank + 1
+        return index
+
+    def _dominated(self, point: np.ndarray, members: list[int]) -> np.ndarray:
+        """For each member: does it dominate `point` (1, d)?"""
+        M = self._points[members]
+        return np.all(M <= point, axis=1) & np.any(M < point, axis=1)
+
+    def _dominates_any(self, movers: np.ndarray, members: list[int]) -> np.ndarray:
+        """For each member: does any of `movers` (k, d) dominate it?"""
+        if not members:
+            return np.zeros(0, dtype=bool)
+        M = self._points[members]
+        no_worse = np.all(movers[:, None, :] <= M[None, :, :], axis=2)
+        better = np.any(movers[:, None, :] < M[None, :, :], axis=2)
+        return (no_worse & better).any(axis=0)
+
+
 def _dominated_by_any(point: np.ndarray, others: np.ndarray) -> bool:
     return bool(np.any(np.all(others <= point, axis=1) & np.any(others < point, axis=1)))
 

@@ -16,6 +16,7 @@ from optuna.study._multi_objective import _fast_non_domination_rank
 from regene_search.search.pareto import (
     REFERENCE_POINT,
     ParetoFront,
+    RankedPoints,
     crowding_distance,
     hypervolume,
     hypervolume_history,
@@ -265,6 +266,28 @@ def test_removing_the_only_dominating_point_frees_what_it_dominated() -> None:
     assert front.front_keys == {"under", "under twin"} and front.hypervolume == pytest.approx(0.8**3)
     front.set("under", [0.5, 0.5, 0.5])  # a trial's later report may be worse: replaced, not kept
     assert front.front_keys == {"under twin"} and len(front) == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(point_sets(d=3, max_n=30))
+def test_ranked_points_equal_a_full_sort_after_every_arrival(F: np.ndarray) -> None:
+    ranked = RankedPoints()
+    for i, point in enumerate(F):
+        assert ranked.add(point) == i
+        assert ranked.ranks.tolist() == non_dominated_ranks(F[: i + 1]).tolist()
+        assert sorted(j for layer in ranked.layers for j in layer) == list(range(i + 1))
+
+
+def test_ranked_points_on_many_random_points_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    F = np.where(rng.random((500, 3)) < 0.5, rng.integers(0, 6, (500, 3)) / 5, rng.random((500, 3)))
+    ranked = RankedPoints()
+    for i, point in enumerate(F):
+        ranked.add(point)
+        if i % 50 == 49:
+            assert ranked.ranks.tolist() == _fast_non_domination_rank(F[: i + 1]).tolist()
+    with pytest.raises(ValueError, match="NaN"):
+        ranked.add([np.nan, 0.0, 0.0])
 
 
 # conversion and promotion

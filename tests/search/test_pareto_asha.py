@@ -6,11 +6,14 @@ import math
 import pickle
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ray.tune.schedulers import TrialScheduler
 
+from regene_search.search.epsnet_asha import EpsNetParetoASHA, epsilon_net_positions
+from regene_search.search.pareto import crowding_distance, non_dominated_ranks, to_minimisation
 from regene_search.search.pareto_asha import ParetoASHA, rung_milestones
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -320,6 +323,49 @@ def test_decisions_follow_the_rule(stream, rf):
         if all(_dominates(objectives, v) for v in others):
             assert action == CONTINUE  # dominating everyone recorded: alone at rank 0, first
         assert (trial_id in s.stop_reasons) == (action == STOP)
+
+
+def from_scratch_decision(scheduler: ParetoASHA, trial_id: str, recorded: dict) -> tuple[int, float, int]:
+    """(rank, crowding, position) of `trial_id` by sorting the whole rung anew, as the module
+    docstring states the rule (what ParetoASHA computed at every decision before it ranked incrementally)."""
+    ids = list(recorded)
+    F = to_minimisation(np.array([recorded[i] for i in ids], dtype=float))
+    ranks = non_dominated_ranks(F)
+    crowding = crowding_distance(F, ranks)
+    if isinstance(scheduler, EpsNetParetoASHA):
+        low, span = F.min(axis=0), np.ptp(F, axis=0)
+        scaled = np.divide(F - low, span, out=np.zeros_like(F), where=span > 0)
+        within = np.zeros(len(F))
+        for rank in np.unique(ranks):
+            members = np.flatnonzero(ranks == rank)
+            within[members] = epsilon_net_positions(scaled[members])
+    else:
+        within = -crowding
+    order = np.lexsort((np.arange(len(ids)), within, ranks))
+    me = ids.index(trial_id)
+    return int(ranks[me]), float(crowding[me]), int(np.flatnonzero(order == me)[0]) + 1
+
+
+@pytest.mark.parametrize("kind", [ParetoASHA, EpsNetParetoASHA])
+@pytest.mark.parametrize("seed", range(3))
+def test_incremental_decisions_equal_sorting_the_whole_rung(kind, seed):
+    rng = np.random.default_rng(seed)
+    s = kind(max_t=8, reduction_factor=2)
+    for i in range(400):
+        objectives = rng.integers(0, 5, size=3) / 4 if rng.random() < 0.5 else rng.random(3)  # coarse: ties and duplicates
+        epoch = int(rng.choice([1, 1, 2, 4, 5]))
+        if rng.random() < 0.1:  # recorded without a decision, as a trial finishing between rungs is
+            s.on_trial_complete(None, trial(f"t{i}"), result(epoch, *objectives))
+            continue
+        report(s, f"t{i}", epoch, objectives)
+        decision = s.decisions[-1]
+        if decision["trial_id"] != f"t{i}":
+            continue
+        recorded = next(r for m, r in s._rungs if m == decision["rung"])
+        rank, crowding, position = from_scratch_decision(s, f"t{i}", recorded)
+        assert (decision["rank"], decision["position"]) == (rank, position)
+        assert decision["crowding"] == crowding or (math.isinf(crowding) and decision["crowding"] == crowding)
+    assert len(s.decisions) > 250 and max(len(r) for _, r in s._rungs) > 150
 
 
 # --- a real Ray Tune run ------------------------------------------------------------------------
