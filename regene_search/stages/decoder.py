@@ -114,8 +114,9 @@ def reconstruction_quality(decoder: LatentDecoder, latents: torch.Tensor, images
 
 
 def decoder_images(data: ImageData) -> torch.Tensor:
-    """The images every decoder trains on (uint8): the train split. The one place that chooses them."""
-    return data.train_x
+    """The images every decoder trains on (uint8): the whole train split, labelled or not (a decoder
+    needs no labels; issue 14's semi-supervised runs). The one place that chooses them."""
+    return data.all_train_x
 
 
 def train_epoch(

@@ -16,6 +16,7 @@ from regene_search.config import EncoderConfig
 from regene_search.stages.decoder import (
     DecoderTraining,
     decode_all,
+    decoder_images,
     decoder_kinds,
     load_decoder,
     perceptual_backbone,
@@ -139,6 +140,15 @@ def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_
         first = picture.width - 10 * (56 + 2)  # ten 28 px images at scale 2, 2 px apart, labels to their left
         shown = torch.tensor([[picture.getpixel((first + 2 * x, 2 + 2 * y)) for x in range(28)] for y in range(28)], dtype=torch.uint8)
     assert torch.equal(shown, data.test_x[reconstruction_sample(data.test_y, 10)[0], 0])
+
+
+def test_a_semi_supervised_run_trains_its_decoders_on_every_training_image(mnist_2k):
+    semi = mnist_2k.with_labelled_fraction(0.1, seed=0)
+    assert len(semi.train_x) == 200
+    images = decoder_images(semi)
+    assert len(images) == len(mnist_2k.train_x) == 2000
+    assert torch.equal(images.sort(0).values, mnist_2k.train_x.sort(0).values)  # the same images, labelled or not
+    assert decoder_images(mnist_2k) is mnist_2k.train_x  # a fully labelled run: no copy
 
 
 def test_reconstruction_sample_takes_the_classes_in_turn():
