@@ -18,8 +18,12 @@ instrumented); nested calls count once, in the innermost part:
 
 Tune's own cost is the driver's wall time of `fit()` per result less all of these.
 
-    python benchmarks/scale.py                                  # 100, 1000, 10000 trials, fifo (run's default)
-    python benchmarks/scale.py --trials 100 1000 --schedulers fifo pareto-asha pareto-asha-epsnet
+A real search of 10,000 trials is out of reach here (Tune's own cost is ~0.4 s per result on
+this machine, and TPE's suggestion grows with the trials), so the project's hooks are also
+replayed without Tune, Ray or the searcher (`replay_hooks`) at 100, 1,000 and 10,000 trials.
+
+    python benchmarks/scale.py      # searches of 100 (3 seeds) and 1,000 trials, fifo + tpe; replays to 10,000
+    python benchmarks/scale.py --trials 100 1000 --seeds 3 1 --schedulers fifo pareto-asha --samplers tpe tpe-multivariate
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from ray import tune
@@ -59,24 +64,32 @@ CALLBACK_HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on
 SCHEDULER_HOOKS = ("on_trial_add", "on_trial_result", "on_trial_complete", "on_trial_error", "on_trial_remove", "choose_trial_to_run")
 
 
-def synthetic_trainable(config: dict) -> None:
-    """Reports each planned epoch at once: objectives that depend on the configuration (so the
-    searcher and the schedulers see structure), improve with epochs, and carry seeded noise."""
+def synthetic_reports(config: dict) -> list[dict]:
+    """One report per planned epoch: objectives that depend on the configuration (so the searcher
+    and the schedulers see structure), improve with epochs, and carry seeded noise."""
     import math as m
     import random
-
-    from ray import tune as t
 
     rng = random.Random(repr(sorted(config.items())))
     epochs = int(config.get("epochs", 1))
     size = m.log2(config.get("latent_dim", 64)) / 9  # 0.55..1
     lr_fit = abs(m.log10(config.get("lr", 1e-3)) + 2.8)
+    reports = []
     for epoch in range(1, epochs + 1):
         accuracy = min(1.0, max(0.0, 0.98 - 0.25 * lr_fit - 0.1 / epoch + 0.02 * rng.gauss(0, 1)))
         mae = min(1.0, max(0.0, 0.25 - 0.15 * size + 0.03 * config.get("dropout", 0.0) + 0.01 * rng.gauss(0, 1)))
         sparsity = min(1.0, max(0.0, 0.2 + 0.5 * size - accuracy / 4 + 0.02 * rng.gauss(0, 1)))
-        t.report({"epoch": epoch, "accuracy": accuracy, "decoder_mae": mae, "latent_sparsity": sparsity,
-                  "joint_score": accuracy - mae - sparsity, "planned_epochs": epochs, "diverged": False})
+        reports.append({"epoch": epoch, "accuracy": accuracy, "decoder_mae": mae, "latent_sparsity": sparsity,
+                        "joint_score": accuracy - mae - sparsity, "planned_epochs": epochs, "diverged": False})
+    return reports
+
+
+def synthetic_trainable(config: dict) -> None:
+    """Reports each planned epoch at once (cloudpickle ships this and `synthetic_reports` by value)."""
+    from ray import tune as t
+
+    for report in synthetic_reports(config):
+        t.report(report)
 
 
 class Timers:
@@ -138,7 +151,20 @@ class ResultCount(tune.Callback):
         self.results += 1
 
 
-def one_search(trials: int, scheduler_kind: str, seed: int, concurrency: int) -> dict:
+SAMPLER_VARIANTS = ("tpe", "tpe-multivariate")
+RUN_SAMPLER = tuning.make_sampler  # before any patching
+
+
+def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None):
+    """`tpe-multivariate`: the run's TPE (same start-up trials) sampling all parameters jointly,
+    one split of the trials per suggestion instead of one per parameter."""
+    import optuna
+
+    sampler = RUN_SAMPLER("tpe", seed=seed, trials=trials, startup_trials=startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sampler._n_startup_trials, multivariate=True)
+
+
+def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concurrency: int) -> dict:
     budget = BUDGETS["default"]
     space = load_space(SPACES_DIR / "mnist.toml")
     settings = tuning.SearchSettings(trials=trials, sampler="tpe", max_concurrent=concurrency, cpus_per_trial=2 / concurrency, seed=seed)
@@ -150,7 +176,8 @@ def one_search(trials: int, scheduler_kind: str, seed: int, concurrency: int) ->
         counter = ResultCount()
         callbacks = [*search_callbacks(paths, settings, budget, scheduler), counter]
         trainable = tune.with_resources(synthetic_trainable, {"cpu": settings.cpus_per_trial})
-        with _patched(tuning, "make_trainable", lambda *args: trainable):
+        samplers = make_sampler if sampler == "tpe-multivariate" else RUN_SAMPLER
+        with _patched(tuning, "make_trainable", lambda *args: trainable), _patched(tuning, "make_sampler", samplers):
             tuner = tuning.make_tuner(
                 data=None, setup=None, budget=budget, settings=settings, param_space=space.to_tune(),
                 storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks,
@@ -167,12 +194,78 @@ def one_search(trials: int, scheduler_kind: str, seed: int, concurrency: int) ->
     results = counter.results
     tune_own = wall - sum(parts.values())
     return {
-        "trials": trials, "scheduler": scheduler_kind, "seed": seed, "concurrency": concurrency,
+        "trials": trials, "scheduler": scheduler_kind, "sampler": sampler, "seed": seed, "concurrency": concurrency,
         "finished": finished, "errors": errors, "results": results, "fit_wall_seconds": wall,
         "ms_per_result": {"total": 1000 * wall / results, "tune": 1000 * tune_own / results,
                           **{part: 1000 * s / results for part, s in parts.items()}},
         "calls": calls,
         "project_share_of_tune": sum(parts.values()) / tune_own,
+        "own_code_share_of_tune": sum(v for k, v in parts.items() if k != "searcher") / tune_own,  # Optuna's TPE left out
+    }
+
+
+def replay_hooks(trials: int, scheduler_kind: str, seed: int, concurrency: int) -> dict:
+    """The project's hooks without Tune, Ray or the searcher, driven as Tune drives them: `concurrency`
+    trials report in turn (each result: scheduler, then every callback, then the step's end), a
+    finished trial makes room for the next; random configurations. Cheap enough for 10,000 trials,
+    where a real search is not (Tune's own cost and TPE's). The live tables are written as in a
+    search but their wall-clock throttle would make a per-result figure meaningless here: one
+    write at the end, timed, is reported instead."""
+    budget = BUDGETS["default"]
+    space = load_space(SPACES_DIR / "mnist.toml").to_tune()
+    settings = tuning.SearchSettings(trials=trials, max_concurrent=concurrency, seed=seed)
+    scheduler = build_scheduler(scheduler_kind, budget.max_epochs)
+    instrument(scheduler)
+    np.random.seed(seed)  # Tune's domains sample from numpy's global generator
+    with tempfile.TemporaryDirectory(prefix="rs-scale-", dir="/tmp") as root:
+        paths = RunPaths(Location.of(Path(root) / "run"))
+        paths.make()
+        callbacks = search_callbacks(paths, settings, budget, scheduler)
+        live = next(c for c in callbacks if isinstance(c, LiveProgress))
+        all_trials, running, started, results, clock = [], [], 0, 0, 1.7e9
+        TIMERS.reset()
+        for callback in callbacks:
+            callback.setup()
+        start = time.perf_counter()
+        while started < trials or running:
+            while len(running) < concurrency and started < trials:
+                config = {k: (v.sample() if hasattr(v, "sample") else v) for k, v in space.items()}
+                trial = SimpleNamespace(trial_id=f"t{started:05d}", status="RUNNING", config=config, last_result={},
+                                        reports=synthetic_reports(config))
+                scheduler.on_trial_add(None, trial)
+                all_trials.append(trial)
+                running.append(trial)
+                for callback in callbacks:
+                    callback.on_trial_start(iteration=results, trials=all_trials, trial=trial)
+                started += 1
+            trial = running[0]
+            clock += 1.0
+            result = {**trial.reports.pop(0), "time_total_s": float(len(trial.last_result) and trial.last_result["time_total_s"] + 1.0),
+                      "timestamp": clock, "trial_id": trial.trial_id}
+            trial.last_result = result
+            decision = scheduler.on_trial_result(None, trial, result)
+            for callback in callbacks:
+                callback.on_trial_result(iteration=results, trials=all_trials, trial=trial, result=result)
+            results += 1
+            running.append(running.pop(0))  # the other running trial reports next
+            if decision == "STOP" or not trial.reports:
+                trial.status = "TERMINATED"
+                running.remove(trial)
+                scheduler.on_trial_complete(None, trial, result)
+                for callback in callbacks:
+                    callback.on_trial_complete(iteration=results, trials=all_trials, trial=trial)
+            for callback in callbacks:
+                callback.on_step_end(iteration=results, trials=all_trials)
+        wall = time.perf_counter() - start
+        parts = {part: TIMERS.seconds.get(part, 0.0) for part in PARTS}
+        writes = TIMERS.calls.get("parquet", 0)
+        before = TIMERS.seconds.get("parquet", 0.0)
+        live.write_tables(all_trials, live.history)
+        final_write = TIMERS.seconds.get("parquet", 0.0) - before
+    return {
+        "trials": trials, "scheduler": scheduler_kind, "seed": seed, "results": results, "replay_wall_seconds": wall,
+        "ms_per_result": {part: 1000 * parts[part] / results for part in ("scheduler", "callbacks", "live view")},
+        "live_table_writes": writes, "live_tables_write_seconds_at_end": final_write,
     }
 
 
@@ -193,50 +286,82 @@ def growth_exponent(sizes: list[int], totals: list[float]) -> float | None:
     return float(np.polyfit(np.log(sizes), np.log(totals), 1)[0])
 
 
+def summarise(runs: list[dict], key_of, keys: tuple[str, ...]) -> tuple[dict, list[list[str]]]:
+    """Medians per (variant, size) and each part's growth exponent per variant."""
+    summary, rows = {}, []
+    for variant in sorted({key_of(r) for r in runs}, key=str):
+        mine = [r for r in runs if key_of(r) == variant]
+        sizes = sorted({r["trials"] for r in mine})
+        med: dict[int, dict] = {}
+        for n in sizes:
+            at = [r for r in mine if r["trials"] == n]
+            med[n] = {k: median([r["ms_per_result"][k] for r in at]) for k in keys}
+            med[n]["searches"], med[n]["results"] = len(at), median([r["results"] for r in at])
+            if "project_share_of_tune" in at[0]:
+                for share in ("project_share_of_tune", "own_code_share_of_tune"):
+                    values = [100 * r[share] for r in at]
+                    med[n][share] = (median(values), min(values), max(values))
+        # Total seconds of each part ~ trials**k (results per trial are alike at every size).
+        exponents = {k: growth_exponent(sizes, [med[n][k] * med[n]["results"] for n in sizes]) for k in keys if k != "total"}
+        summary[" / ".join(variant)] = {"medians": med, "growth_exponents": exponents}
+        for n in sizes:
+            shares = [f"{med[n][k][0]:.1f}% ({med[n][k][1]:.1f}-{med[n][k][2]:.1f})" for k in ("project_share_of_tune", "own_code_share_of_tune") if k in med[n]]
+            rows.append([*variant, n, med[n]["searches"], *[f"{med[n][k]:.3g}" for k in keys], *shares])
+        rows.append([*variant, "k", "", *["" if k == "total" else (f"{exponents[k]:.2f}" if exponents[k] is not None else "-") for k in keys]])
+    return summary, rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 10000])
-    parser.add_argument("--schedulers", nargs="+", default=["fifo"], help="default: fifo, the run command's default")
+    parser.add_argument("--trials", type=int, nargs="*", default=[100, 1000], help="real searches of these sizes (default 100 1000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 1], help="searches (seeds) per size, the last repeated (default 3 1)")
+    parser.add_argument("--schedulers", nargs="+", default=["fifo"], help="default: fifo, the run command's default")
+    parser.add_argument("--samplers", nargs="+", default=["tpe"], choices=SAMPLER_VARIANTS, help="default: tpe, the run command's default")
+    parser.add_argument("--replay-trials", type=int, nargs="*", default=[100, 1000, 10000], help="hook replays of these sizes (default 100 1000 10000)")
+    parser.add_argument("--replay-schedulers", nargs="+", default=["fifo", "pareto-asha", "pareto-asha-epsnet"])
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per CPU, as run does on 2 CPUs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
 
     progress.PROGRESS_SECONDS = 0.0  # the live line at every step, as on a terminal ...
     progress.LiveProgress.emit = lambda self, line: None  # ... but not printed
-    out: dict = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": []}
-    print(f"load avg {out['machine']['load_average_at_start']}; sizes {args.trials}; schedulers {args.schedulers}", flush=True)
-    with local_ray(num_cpus=2):
-        for i, trials in enumerate(args.trials):
-            for seed in range(args.seeds[min(i, len(args.seeds) - 1)]):
-                for kind in args.schedulers:  # interleaved: each seed runs every scheduler
-                    run = one_search(trials, kind, seed, args.concurrency)
-                    out["runs"].append(run)
-                    ms = run["ms_per_result"]
-                    print(f"  {trials} trials, {kind}, seed {seed}: {run['results']} results in {run['fit_wall_seconds']:.0f} s; ms/result "
-                          + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()) + f"; project/Tune {100 * run['project_share_of_tune']:.1f}%", flush=True)
-                    write_json(args.out, out)
+    out: dict = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": [], "replays": []}
+    print(f"load avg {out['machine']['load_average_at_start']}; searches {args.trials} x {args.schedulers} x {args.samplers}; replays {args.replay_trials}", flush=True)
+    for n in args.replay_trials:
+        for kind in args.replay_schedulers:
+            r = replay_hooks(n, kind, 0, args.concurrency)
+            out["replays"].append(r)
+            print(f"  replay {n} trials, {kind}: {r['results']} results; ms/result " + ", ".join(f"{k} {v:.3f}" for k, v in r["ms_per_result"].items())
+                  + f"; one live-tables write {r['live_tables_write_seconds_at_end']:.2f} s", flush=True)
+            write_json(args.out, out)
+    if args.trials:
+        with local_ray(num_cpus=2):
+            for i, trials in enumerate(args.trials):
+                for seed in range(args.seeds[min(i, len(args.seeds) - 1)]):
+                    for kind in args.schedulers:  # interleaved: each seed runs every variant
+                        for sampler in args.samplers:
+                            run = one_search(trials, kind, sampler, seed, args.concurrency)
+                            out["runs"].append(run)
+                            print(f"  {trials} trials, {kind}, {sampler}, seed {seed}: {run['results']} results in {run['fit_wall_seconds']:.0f} s; ms/result "
+                                  + ", ".join(f"{k} {v:.2f}" for k, v in run["ms_per_result"].items())
+                                  + f"; project/Tune {100 * run['project_share_of_tune']:.1f}%", flush=True)
+                            write_json(args.out, out)
 
-    rows, summary = [], {}
-    for kind in args.schedulers:
-        sizes = sorted({r["trials"] for r in out["runs"] if r["scheduler"] == kind})
-        med: dict[int, dict[str, float]] = {}
-        for n in sizes:
-            runs = [r for r in out["runs"] if r["scheduler"] == kind and r["trials"] == n]
-            med[n] = {key: median([r["ms_per_result"][key] for r in runs]) for key in ("total", "tune", *PARTS)}
-            share = [100 * r["project_share_of_tune"] for r in runs]
-            med[n]["share"], med[n]["share_range"] = median(share), (min(share), max(share))
-            med[n]["searches"], med[n]["results"] = len(runs), median([r["results"] for r in runs])
-            rows.append([kind, n, med[n]["searches"], f"{med[n]['total']:.2f}", f"{med[n]['tune']:.2f}",
-                         *[f"{med[n][p]:.3f}" for p in PARTS], f"{med[n]['share']:.1f}% ({med[n]['share_range'][0]:.1f}-{med[n]['share_range'][1]:.1f})"])
-        # Total seconds of each part ~ trials**k (results per trial are the same at every size).
-        exponents = {key: growth_exponent(sizes, [med[n][key] * med[n]["results"] for n in sizes]) for key in ("tune", *PARTS)}
-        summary[kind] = {"medians": med, "growth_exponents": exponents}
-        rows.append([kind, "exponent k", "", "", *[f"{exponents[k]:.2f}" if exponents[k] is not None else "-" for k in ("tune", *PARTS)], ""])
-    out["summary"] = summary
+    out["summary"], rows = summarise(out["runs"], lambda r: (r["scheduler"], r["sampler"]), ("total", "tune", *PARTS))
+    replay_summary, replay_rows = summarise(out["replays"], lambda r: (r["scheduler"],), ("scheduler", "callbacks", "live view"))
+    for r, row in zip(out["replays"], [row for row in replay_rows if row[1] != "k"]):
+        row.append(f"{r['live_tables_write_seconds_at_end']:.2f}")
+    out["replay_summary"] = replay_summary
     write_json(args.out, out)
-    print("\nDriver ms per trial result (medians over searches); exponent k: total seconds ~ trials**k")
-    print(table(rows, ["scheduler", "trials", "searches", "total", "Tune", *PARTS, "project / Tune"]))
+    padded = lambda rows, header: [row + [""] * (len(header) - len(row)) for row in rows]  # noqa: E731
+    if rows:
+        header = ["scheduler", "sampler", "trials", "searches", "total", "Tune", *PARTS, "project / Tune", "without searcher"]
+        print("\nReal searches: driver ms per trial result (medians over searches); k: total seconds ~ trials**k")
+        print(table(padded(rows, header), header))
+    if replay_rows:
+        header = ["scheduler", "trials", "replays", "scheduler", "callbacks", "live view", "tables write s"]
+        print("\nHook replays (no Tune, no searcher): ms per result; k: total seconds ~ trials**k; one live-tables write at the end, s")
+        print(table(padded(replay_rows, header), header))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -59,6 +59,7 @@ class LiveProgress(tune.Callback):
         self.write_tables = write_tables
         self.started = time.monotonic()
         self.finished: set[str] = set()
+        self.running: set[str] = set()  # started, not finished: counted here, not by scanning every trial at every step
         self.front = ParetoFront()  # over each trial's latest scored report, in minimisation form
         self.history: dict[str, dict[int, dict[str, Any]]] = {}
         self.live: Live | None = None
@@ -98,7 +99,11 @@ class LiveProgress(tune.Callback):
     def render(self, running: int) -> Text:
         return Text(self.line(running))
 
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict[str, Any], **info: Any) -> None:
+        self.running.add(trial.trial_id)
         point = scored(result)
         if point is not None:
             self.front.set(trial.trial_id, to_minimisation(point.reshape(1, -1))[0])
@@ -108,18 +113,20 @@ class LiveProgress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.finished.add(trial.trial_id)
+        self.running.discard(trial.trial_id)
         if scored(trial.last_result or {}) is None:
             self.front.discard(trial.trial_id)
         self.tables_due = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.finished.add(trial.trial_id)
+        self.running.discard(trial.trial_id)
         self.front.discard(trial.trial_id)
         self.tables_due = True
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        running = len(self.running)
         if self.live is not None:
             self.live.update(self.render(running))
         if now - self.last_line >= PROGRESS_SECONDS:
