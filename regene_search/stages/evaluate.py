@@ -35,7 +35,7 @@ from .context import StageContext
 from .decoder import decode_all, load_decoder
 from .fid import fid, inception_features, load_inception
 from .losses import ssim_window
-from .neutral import NeutralResNet, ensure_neutral, load_neutral, predict
+from .neutral import NeutralResNet, ensure_neutral, judge_is_weak, judge_target, load_neutral, predict
 from .proxy import headline_rows, verdict, write_agreement
 from .quality import kid, prdc
 
@@ -272,7 +272,13 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     m = Metrics(ctx.spec.dataset.name)
     test_logits, org_features = predict(neutral, data.test_x, device)
     test_accuracy = m.add("neutral_test_accuracy", (test_logits.argmax(1) == data.test_y).float().mean())
-    ctx.say(f"evaluate: neutral ResNet-{neutral.config.depth} ({'cached' if cached else 'trained now'}), test accuracy {test_accuracy:.3f}")
+    # A judge trained before recipes (v1) has none: it was the budget's own.
+    recipe = (neutral_state.get("recipe") or {}).get("name", "budget")
+    target, weak = judge_target(ctx.spec.dataset.name), judge_is_weak(ctx.spec.dataset.name, test_accuracy)
+    ctx.say(
+        f"evaluate: neutral ResNet-{neutral.config.depth} ({recipe} judge, {'cached' if cached else 'trained now'}), test accuracy {test_accuracy:.3f}"
+        + (f": weak (below {target:g}), its verdict on the generations says little" if weak else "")
+    )
     org_inception = None
     if inception is not None:
         org_sample = data.test_x[_sample(len(data.test_x), settings.inception_images, settings.seed)]
@@ -318,7 +324,10 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.console.print(f"rank agreement, {line}", markup=False)
     return {
         "proxy": agreement,
-        "neutral": {"depth": neutral.config.depth, "test_accuracy": test_accuracy, "checkpoint": str(neutral_path), "from_cache": cached},
+        "neutral": {
+            "depth": neutral.config.depth, "width": neutral.config.width, "recipe": recipe, "train_images": neutral_state.get("train_images"),
+            "test_accuracy": test_accuracy, "target": target, "weak": weak, "checkpoint": str(neutral_path), "from_cache": cached,
+        },
         "inception": settings.inception_weights is not None,
         "trials": trials,
     }
