@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from types import SimpleNamespace
 
@@ -36,7 +37,7 @@ from regene_search.stages.losses import (
     ssim_loss,
     ssim_window,
 )
-from regene_search.stages.neutral import NeutralConfig, NeutralResNet, NeutralTraining, train_neutral
+from regene_search.stages.neutral import RECIPES, NeutralConfig, NeutralResNet, train_neutral
 from regene_search.models import load_classifier
 from regene_search.runtime import encode_all
 from regene_search.storage import Location
@@ -113,7 +114,7 @@ def test_neutral_resnet_shapes_and_depth_validation():
 
 def test_decoder_loss_decreases_on_a_few_hundred_mnist_images(mnist_2k, encoder_checkpoint, cpu_threads, tmp_path):
     data = mnist_2k.subset(train=256, val=128, seed=1)
-    neutral = train_neutral(data, NeutralConfig(28, 1, 10, depth=8), NeutralTraining(epochs=1))
+    neutral = train_neutral(data, NeutralConfig(28, 1, 10, depth=8), dataclasses.replace(RECIPES["quick"], epochs=1))
     training = DecoderTraining(epochs=4, batch_size=32, lr=3e-3)
     checkpoint, rows = train_decoder(data, "t1", encoder_checkpoint, training, {"name": NEUTRAL_BACKBONE, "state": neutral})
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
