@@ -262,6 +262,8 @@ class RankedPoints:
         self._ranks = np.empty(16, dtype=int)
         self._n = 0
         self.layers: list[list[int]] = []  # indices of each layer, rank 0 first
+        self.low = np.full(d, np.inf)  # each objective's minimum and maximum so far
+        self.high = np.full(d, -np.inf)
 
     def __len__(self) -> int:
         return self._n
@@ -285,6 +287,7 @@ class RankedPoints:
             self._ranks = np.concatenate([self._ranks, np.empty_like(self._ranks)])
         self._points[index] = point[0]
         self._n += 1
+        self.low, self.high = np.minimum(self.low, point[0]), np.maximum(self.high, point[0])
         low, high = 0, len(self.layers)  # first layer none of whose members dominates the point
         while low < high:
             middle = (low + high) // 2

@@ -27,6 +27,7 @@ reason, as the trial ended anyway (the `RecordingASHA` convention).
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 from collections.abc import Sequence
@@ -186,7 +187,8 @@ class ParetoASHA(FIFOScheduler):
         the same with 10 or 10,000 trials at the rung (a full non-dominated sort is quadratic)."""
         rankings = self.__dict__.setdefault("_rankings", {})  # absent from schedulers pickled by older versions
         ranked = rankings.setdefault(milestone, RankedPoints(len(self._objectives)))
-        for vector in list(recorded.values())[len(ranked) :]:  # arrival order; records are never removed
+        new = itertools.islice(reversed(recorded.values()), len(recorded) - len(ranked))  # records are never removed
+        for vector in reversed(list(new)):  # in arrival order
             ranked.add(np.where(self._flip, 1.0 - np.asarray(vector), vector))  # = pareto.to_minimisation for the defaults
         return ranked
 
@@ -200,7 +202,7 @@ class ParetoASHA(FIFOScheduler):
         members = np.array(sorted(ranked.layers[rank]))
         F = ranked.points
         layer_crowding = crowding_distance(F[members], np.zeros(len(members), dtype=int))
-        key = self._within_front_order(F[members], layer_crowding, F.min(axis=0), np.ptp(F, axis=0))
+        key = self._within_front_order(F[members], layer_crowding, ranked.low, ranked.high - ranked.low)
         mine = int(np.flatnonzero(members == me)[0])
         before = (key < key[mine]) | ((key == key[mine]) & (members < me))
         position = sum(len(layer) for layer in ranked.layers[:rank]) + int(before.sum()) + 1
