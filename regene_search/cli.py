@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard bind address (default loopback only)")
     run.add_argument("--ray-temp-dir", help="temp/log folder of the local Ray instance (default Ray's /tmp/ray)")
+    run.add_argument(
+        "--no-estimate", dest="estimate", action="store_false", default=os.environ.get("REGENE_SEARCH_ESTIMATE", "1") != "0",
+        help="skip the estimate of each stage's wall time (a few seconds of timed training steps; also REGENE_SEARCH_ESTIMATE=0)",
+    )
     run.add_argument("--mlflow", metavar="URI", help="also log trials and stage metrics to this MLflow tracking URI (pip install 'regene-search[mlflow]')")
     after = run.add_argument_group("decoder, generate and evaluate stages")
     after.add_argument("--vgg-weights", help="torchvision VGG16 ImageNet weights for the perceptual loss (else the hub cache, else a neutral classifier)")
@@ -312,7 +316,6 @@ def _use_token_auth_for_clusters(address: str | None) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     _use_token_auth_for_clusters(args.address)
-    from .budget_check import warn_if_slow
     from .trackers import require_mlflow
     from .cluster import is_loopback
     from .pipeline import run_pipeline
@@ -345,9 +348,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             "submit jobs that run code on this machine; keep token auth on and firewall the port.[/bold red]"
         )
     require_mlflow(spec.mlflow)
-    warn_if_slow(spec, console)
     status = run_pipeline(
-        spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console, ray_temp_dir=args.ray_temp_dir
+        spec, paths, address=args.address, dashboard_host=args.dashboard_host, console=console, ray_temp_dir=args.ray_temp_dir, estimate=args.estimate
     )
     finished = ", ".join(s for s in spec.stages if status.get(s, {}).get("status") == "done")
     console.print(f"done: {finished} -> {paths.dir}", markup=False)

@@ -20,12 +20,14 @@ trial_throughput); every other figure is timed here, before the run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,17 +35,18 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from .config import Budget, RunSpec, TrialConfig
-from .data import dataset_info
-from .models import Classifier, Decoder
+from .data.dataset import ImageData
+from .models import CLASSIFIER_FORMAT, Classifier, Decoder
 from .runtime import EVAL_BATCH, on_device, pick_device, to_float
 from .search.space import load_space
+from .stages.context import StageContext
 
 MEASURED_CONFIGS = 4
 RAY_START_SECONDS = 12.0  # ray.init with the dashboard, 2 cores (benchmarks/README.md, trial_throughput)
 WORKER_START_SECONDS = 18.0  # a fresh worker imports torch, Ray Tune, Optuna and the package, then fetches the data
-FULL_TRAIN_IMAGES = {"mnist": 54000, "fashion-mnist": 54000, "cifar10": 45000, "celeba": 180000, "shapes": 5400}
-FULL_VAL_IMAGES = {"mnist": 6000, "fashion-mnist": 6000, "cifar10": 5000, "celeba": 20000, "shapes": 600}
 WARN_HOURS = 1.0
+PNG_SECONDS = 2e-4  # encoding one small generation as PNG for generations.parquet
+FIGURE_SECONDS = 1.5  # drawing and saving one matplotlib figure
 
 
 def seconds_per_call(step: Callable[[], object], *, repeats: int = 1) -> float:
@@ -150,40 +153,175 @@ class StageEstimate:
     detail: str
 
 
-def search_estimate(spec: RunSpec, *, image_size: int, channels: int, num_classes: int, train_images: int, val_images: int, slots: int, device: torch.device) -> StageEstimate:
+def search_estimate(spec: RunSpec, configs: list[TrialConfig], costs: list[TrialCost], *, train_images: int, val_images: int, slots: int) -> StageEstimate:
     budget = spec.resolved_budget
-    trials = spec.resolved_trials
-    configs = drawn_configs(spec, trials)
-    measured = [measure_trial(c, budget, image_size=image_size, channels=channels, num_classes=num_classes, device=device) for c in configs[:MEASURED_CONFIGS]]
     durations = []
-    for i, config in enumerate(configs):  # configs beyond the measured ones take their costs in turn
+    for i, config in enumerate(configs):  # configurations beyond the measured ones take their costs in turn
         epochs = scheduled_epochs(config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor)
-        durations.append(epochs * measured[i % len(measured)].epoch_seconds(budget, train_images, val_images))
+        durations.append(epochs * costs[i % len(costs)].epoch_seconds(budget, train_images, val_images))
     wall = RAY_START_SECONDS + WORKER_START_SECONDS + placed_on_slots(durations, slots)
-    per_epoch = statistics.median(c.epoch_seconds(budget, train_images, val_images) for c in measured)
-    return StageEstimate("search", wall, f"{trials} trials, {slots} at once, ~{per_epoch:.0f} s per trial-epoch")
+    per_epoch = statistics.median(c.epoch_seconds(budget, train_images, val_images) for c in costs)
+    return StageEstimate("search", wall, f"{len(configs)} trials, {slots} at once, ~{per_epoch:.0f} s per trial-epoch")
 
 
-def data_sizes(spec: RunSpec) -> tuple[int, int]:
-    """(train, validation) images the run trains and validates on."""
-    budget, family = spec.resolved_budget, spec.dataset.family
-    train = budget.train_images or FULL_TRAIN_IMAGES.get(family, 50000)
-    val = budget.val_images or FULL_VAL_IMAGES.get(family, 5000)
-    return train, val
 
 
-def estimate_run(spec: RunSpec, *, slots: int, device: torch.device | None = None) -> list[StageEstimate]:
-    """Each requested stage's estimated wall time, timed at a trial's thread count."""
+
+
+# Images in a dataset's whole train + validation split: what a whole-split judge trains on.
+WHOLE_SPLIT_IMAGES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "celeba": 182637, "shapes": 6000}
+
+
+def random_images(count: int, like: ImageData) -> torch.Tensor:
+    return torch.randint(0, 256, (count, like.channels, like.image_size, like.image_size), dtype=torch.uint8)
+
+
+def stand_in(data: ImageData, train: int, evaluated: int) -> ImageData:
+    """Random images shaped and labelled like `data`: `train` training images, `evaluated` in each other split."""
+    labels = lambda n: torch.arange(n) % data.num_classes  # noqa: E731 - every class present
+    return ImageData(data.name, data.classes, random_images(train, data), labels(train), random_images(evaluated, data), labels(evaluated), random_images(evaluated, data), labels(evaluated))
+
+
+def encoder_stand_in(config: TrialConfig, data: ImageData) -> dict[str, Any]:
+    """An untrained classifier checkpoint of `config`: a decoder's cost depends on its encoder's shape only."""
+    model = Classifier(config.encoder(image_size=data.image_size, channels=data.channels, num_classes=data.num_classes))
+    return {"format": CLASSIFIER_FORMAT, "encoder_config": dataclasses.asdict(model.config), "model": model.state_dict()}
+
+
+def per_image(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor) -> float:
+    """Seconds per item of `forward` on one evaluation batch of `inputs`."""
+    with torch.no_grad():
+        return seconds_per_call(lambda: forward(inputs)) / len(inputs)
+
+
+@dataclass(frozen=True)
+class JudgeCost:
+    """The neutral judge: its one-time training (0 when cached), its inference per image and its checkpoint."""
+
+    training: float
+    infer_image: float
+    state: dict[str, Any]
+
+
+def judge_cost(ctx: StageContext, device: torch.device) -> JudgeCost:
+    """Time two short epochs of the run's judge recipe on random images; its checkpoint stands in for the real one."""
+    from .stages.neutral import cache_path, load_neutral, neutral_setup, train_neutral
+
+    config, recipe = neutral_setup(ctx)
+    batches, ended = 3, []
+    tiny = stand_in(ctx.data, batches * recipe.batch_size, 16)
+    state = train_neutral(tiny, config, dataclasses.replace(recipe, epochs=2), device=device, on_epoch=lambda epoch, _: ended.append(time.perf_counter()))
+    batch = (ended[1] - ended[0]) / batches  # the second epoch: kernels warm
+    cached = cache_path(ctx, recipe).exists()
+    images = WHOLE_SPLIT_IMAGES.get(ctx.spec.dataset.family, len(ctx.data.train_x) + len(ctx.data.val_x)) if recipe.whole_split else len(ctx.data.train_x) + len(ctx.data.val_x)
+    model = load_neutral(state, device)
+    infer = per_image(lambda x: model(to_float(x, device)), random_images(EVAL_BATCH, ctx.data))
+    return JudgeCost(0.0 if cached else recipe.epochs * math.ceil(images / recipe.batch_size) * batch, infer, state)
+
+
+def perceptual_stand_in(ctx: StageContext, judge: JudgeCost) -> dict[str, Any]:
+    """The decoder's perceptual backbone as the stage will pick it: VGG16 weights on disk, else the judge."""
+    from .stages.losses import NEUTRAL_BACKBONE, VGG_BACKBONE, find_vgg_weights, load_vgg_state
+
+    vgg = find_vgg_weights(ctx.spec.vgg_weights)
+    return {"name": VGG_BACKBONE, "state": load_vgg_state(vgg)} if vgg else {"name": NEUTRAL_BACKBONE, "state": judge.state}
+
+
+def promoted_count(spec: RunSpec) -> int:
+    """Encoders the search promotes: one at the knee, K with --promote-top, about 3 for a whole front."""
+    return max(3, spec.promote_top) if spec.promote == "front" else spec.promote_top
+
+
+def decoder_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, slots: int, device: torch.device) -> StageEstimate:
+    from .stages.decoder import DecoderTraining, decoder_images, decoder_kinds, train_decoder
+
+    spec, data = ctx.spec, ctx.data
+    training = DecoderTraining(epochs=spec.resolved_budget.decoder_epochs, base_width=spec.decoder_width)
+    images = len(decoder_images(data))
+    encoder, backbone = encoder_stand_in(cost.config, data), perceptual_stand_in(ctx, judge)
+    batches = 3
+    tiny = stand_in(data, batches * training.batch_size, 16)
+    tasks = []
+    for kind in decoder_kinds(tuple(spec.generators)):
+        _, rows = train_decoder(tiny, "estimate", encoder, dataclasses.replace(training, epochs=2), backbone, kind, device=device)
+        batch = rows[-1]["seconds"] / batches  # the second epoch: kernels warm
+        encode = (images + len(data.val_x)) * cost.infer_image
+        tasks += [encode + training.epochs * math.ceil(images / training.batch_size) * batch] * promoted_count(spec)
+    judge_first = judge.training if backbone["state"] is judge.state else 0.0  # the decoder stage trains the judge first
+    wall = judge_first + placed_on_slots(tasks, slots)
+    detail = f"{len(tasks)} decoder(s) x {training.epochs} epochs on {images} images" + (f", the judge's one-time training first ({duration_text(judge_first)})" if judge_first else "")
+    return StageEstimate("decoder", wall, detail)
+
+
+def generated_per_strategy(spec: RunSpec, num_classes: int) -> int:
+    return num_classes * spec.generate_per_class * len(spec.generate_n)
+
+
+def decode_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> float:
+    """Seconds to decode one latent with the stage decoder."""
+    from .stages.decoder import DecoderTraining
+
+    data = ctx.data
+    width = DecoderTraining(epochs=1, base_width=ctx.spec.decoder_width).width_for(data.image_size)
+    decoder = on_device(Decoder(ctx.spec.resolved_budget.probe.decoder(image_size=data.image_size, channels=data.channels, latent_dim=cost.config.latent_dim)), device)
+    decoder = on_device(Decoder(dataclasses.replace(decoder.config, base_width=width)), device).eval()
+    return per_image(decoder, torch.randn(EVAL_BATCH, cost.config.latent_dim, device=device))
+
+
+def lsdm_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> float:
+    """The lsdm strategy's generator training: its updates timed on random latents, x the budget's steps."""
+    from .generators.lsdm import LSDMSettings, train_lsdm
+
+    steps = 10
+    latents = torch.rand(512, cost.config.latent_dim)
+    _, rows = train_lsdm(latents, torch.arange(512) % ctx.data.num_classes, ctx.data.num_classes, cost.config.latent_activation,
+                         LSDMSettings(steps=2 * steps, log_every=steps), device=device)
+    return (rows[-1]["seconds"] - rows[0]["seconds"]) / steps * ctx.spec.resolved_budget.lsdm_steps
+
+
+def generate_estimate(ctx: StageContext, cost: TrialCost, slots: int, device: torch.device) -> StageEstimate:
+    spec, data = ctx.spec, ctx.data
+    per_strategy = generated_per_strategy(spec, data.num_classes)
+    decode = decode_seconds(ctx, cost, device)
+    encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
+    one = encoded * cost.infer_image + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
+    lsdm = lsdm_seconds(ctx, cost, device) if "lsdm" in spec.generators else 0.0
+    wall = placed_on_slots([lsdm] * promoted_count(spec), slots) + promoted_count(spec) * (one + FIGURE_SECONDS * (2 + len(spec.generators)))
+    return StageEstimate("generate", wall, f"{len(spec.generators)} strategies x {per_strategy} images per encoder" + (", the LSDM generator trained first" if lsdm else ""))
+
+
+def evaluate_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, decoder_trains_judge: bool, device: torch.device) -> StageEstimate:
+    spec, data = ctx.spec, ctx.data
+    generated = len(spec.generators) * generated_per_strategy(spec, data.num_classes)
+    decode = decode_seconds(ctx, cost, device)
+    per_encoder = len(data.test_x) * (cost.infer_image + decode + judge.infer_image) + generated * judge.infer_image + FIGURE_SECONDS * (3 + len(spec.generators))
+    training = 0.0 if decoder_trains_judge else judge.training
+    wall = training + len(data.test_x) * judge.infer_image + promoted_count(spec) * per_encoder
+    return StageEstimate("evaluate", wall, f"the judge on {len(data.test_x)} test images and {generated} generations per encoder" + (f", after its one-time training ({duration_text(training)})" if training else ""))
+
+
+def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: torch.device | None = None) -> list[StageEstimate]:
+    """The estimated wall time of each of `stages`, timed at a trial's thread count."""
     device = device or pick_device()
-    info = dataset_info(spec.dataset)
-    image_size, channels, num_classes = info.image_size or 32, info.channels or 3, len(info.classes or ()) or 10
-    train, val = data_sizes(spec)
+    spec, data = ctx.spec, ctx.data
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     try:
+        configs = drawn_configs(spec, spec.resolved_trials)
+        costs = [measure_trial(c, spec.resolved_budget, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, device=device) for c in configs[:MEASURED_CONFIGS]]
+        typical = sorted(costs, key=lambda c: c.train_batch / c.config.batch_size)[len(costs) // 2]  # the median encoder stands for the promoted one
         found = []
-        if "search" in spec.stages:
-            found.append(search_estimate(spec, image_size=image_size, channels=channels, num_classes=num_classes, train_images=train, val_images=val, slots=slots, device=device))
+        if "search" in stages:
+            found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))
+        judge = judge_cost(ctx, device) if {"decoder", "evaluate"} & set(stages) else None
+        decoder_trains_judge = False
+        if "decoder" in stages:
+            found.append(decoder_estimate(ctx, typical, judge, slots, device))
+            decoder_trains_judge = perceptual_stand_in(ctx, judge)["state"] is judge.state
+        if "generate" in stages:
+            found.append(generate_estimate(ctx, typical, slots, device))
+        if "evaluate" in stages:
+            found.append(evaluate_estimate(ctx, typical, judge, decoder_trains_judge, device))
         return found
     finally:
         torch.set_num_threads(threads)
@@ -193,17 +331,15 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def print_estimate(spec: RunSpec, console: Console, *, slots: int) -> None:
-    """One line per stage; a warning when the whole run needs more than `WARN_HOURS` on a CPU."""
-    started = time.perf_counter()
-    stages = estimate_run(spec, slots=slots)
-    total = sum(s.seconds for s in stages)
+def print_estimate(estimates: list[StageEstimate], console: Console, *, budget: str, measured_in: float) -> None:
+    """One line per stage; a warning when the stages need more than `WARN_HOURS` without a GPU."""
+    total = sum(s.seconds for s in estimates)
     where = "this machine's GPU" if torch.cuda.is_available() else "this machine (no GPU)"
-    console.print(f"estimate on {where}, from {time.perf_counter() - started:.0f} s of timed steps: about {duration_text(total)} in all")
-    for stage in stages:
-        console.print(f"  {stage.stage:<9} {duration_text(stage.seconds):>7}  {stage.detail}")
-    if total >= WARN_HOURS * 3600 and not torch.cuda.is_available() and spec.gpus_per_trial == 0:
+    console.print(f"estimate: about {duration_text(total)} on {where}, from {measured_in:.0f} s of timed training steps")
+    for stage in estimates:
+        console.print(f"  {stage.stage:<9} {duration_text(stage.seconds):>7}  {stage.detail}", markup=False, highlight=False)
+    if total >= WARN_HOURS * 3600 and not torch.cuda.is_available():
         console.print(
-            f"[bold yellow]No GPU found: the '{spec.budget}' budget needs about {duration_text(total)} on this machine. "
+            f"[bold yellow]No GPU found: the '{budget}' budget needs about {duration_text(total)} on this machine. "
             "Use --budget smoke, fewer --trials, or a GPU cluster (--address).[/bold yellow]"
         )

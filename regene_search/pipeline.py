@@ -110,8 +110,12 @@ def run_pipeline(
     dashboard_host: str,
     console: Console,
     ray_temp_dir: str | None = None,
+    estimate: bool = True,
 ) -> dict[str, Any]:
     """Run the requested stages that are not done yet; return stages.json's content.
+
+    With `estimate` and a local Ray, each stage's wall time is estimated first (estimate.py) and
+    recorded as the stage's `estimated_seconds` in stages.json.
 
     Data, cluster and resources are checked before the run folder is created, so bad input
     leaves nothing behind.
@@ -154,10 +158,11 @@ def run_pipeline(
                     raise UserError(f"run folder {paths.dir} already holds a run: pick another --name or continue it with --resume")
                 write_json(run_record(spec), paths.run_json)
             ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
+            estimates = estimate_stages(ctx, todo) if estimate and address is None else {}
             for stage in todo:
                 paths.dir.check_free_space(resume_hint)
                 started = time.time()
-                status[stage] = {"status": "running", "started": started}
+                status[stage] = {"status": "running", "started": started} | ({"estimated_seconds": estimates[stage]} if stage in estimates else {})
                 write_json(status, paths.stages_json)
                 console.rule(f"stage {stage}")
                 try:
@@ -168,7 +173,7 @@ def run_pipeline(
                     signum = signals[-1] if signals else signal.SIGINT
                     disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
                     reason = f"stopped by {signal.Signals(signum).name}" if interrupted else one_line(exc)
-                    status[stage] = {"status": "interrupted" if interrupted else "failed", "started": started, "seconds": time.time() - started, "reason": reason}
+                    status[stage] |= {"status": "interrupted" if interrupted else "failed", "seconds": time.time() - started, "reason": reason}
                     log.line(f"stage {stage} {status[stage]['status']} after {status[stage]['seconds']:.1f} s: {reason}; {resume_hint}")
                     try:
                         write_json(status, paths.stages_json)
@@ -181,7 +186,7 @@ def run_pipeline(
                     if disk_full:
                         raise DiskFull(f"{exc.filename or paths.dir}: no space left on the device; free some space, then {resume_hint}") from None
                     raise
-                status[stage] = {"status": "done", "started": started, "seconds": time.time() - started, "summary": summary}
+                status[stage] |= {"status": "done", "seconds": time.time() - started, "summary": summary}
                 write_json(status, paths.stages_json)
                 trackers.log_stage(spec.mlflow, paths.dir.name, stage, summary, status[stage]["seconds"])
                 console.print(f"stage {stage} done in {time.time() - started:.1f} s")
@@ -190,6 +195,22 @@ def run_pipeline(
     finally:
         cluster.disconnect()
     return status
+
+
+def estimate_stages(ctx: StageContext, stages: list[str]) -> dict[str, float]:
+    """Print each stage's estimated wall time on this machine; stage -> seconds. An estimate that
+    fails costs one line, never the run."""
+    from .estimate import estimate_run, print_estimate
+    from .stages.search import settings_for
+
+    started = time.perf_counter()
+    try:
+        found = estimate_run(ctx, stages, slots=settings_for(ctx.spec, ctx.cluster.cpus if ctx.cluster else None).max_concurrent)
+    except Exception as exc:  # noqa: BLE001 -- an estimate is advice; the run goes on without it
+        ctx.console.print(f"[yellow]no estimate: {escape(one_line(exc))}[/yellow]")
+        return {}
+    print_estimate(found, ctx.console, budget=ctx.spec.budget, measured_in=time.perf_counter() - started)
+    return {e.stage: e.seconds for e in found}
 
 
 def write_report(paths: RunPaths, console: Console) -> None:

@@ -160,11 +160,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   f"({search['trial_epochs']} trial-epochs), promote {search['promote']}", highlight=False)
     console.print(f"[dim]{escape(versions)}" + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else "") + "[/dim]", highlight=False)
     stages = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for column in ("stage", "status", "time", ""):
+    estimated = any(stage.get("estimated_seconds") is not None for stage in s["stages"])
+    for column in ("stage", "status", "time", *(["estimate"] if estimated else []), ""):
         stages.add_column(column, overflow="fold")
     for stage in s["stages"]:
         style = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "yellow"}.get(stage["status"], "dim")
-        stages.add_row(stage["stage"], f"[{style}]{stage['status']}[/{style}]", duration(stage["seconds"]), escape(stage["headline"]))
+        guess = [duration(stage.get("estimated_seconds"))] if estimated else []
+        stages.add_row(stage["stage"], f"[{style}]{stage['status']}[/{style}]", duration(stage["seconds"]), *guess, escape(stage["headline"]))
     console.print(stages)
     for promoted in s["promoted"]:
         objectives = "  ".join(f"{OBJECTIVE_LABELS[k]} {number(v, 4)}" for k, v in promoted["objectives"].items())

@@ -118,9 +118,9 @@ def _class_names(paths: RunPaths) -> dict[int, str]:
 def _stage(name: str, info: dict[str, Any] | None, spec: dict[str, Any]) -> dict[str, Any]:
     if info is None:
         status = "not started" if name in spec.get("stages", STAGES) else "not asked for"
-        return {"stage": name, "status": status, "seconds": None, "headline": ""}
+        return {"stage": name, "status": status, "seconds": None, "estimated_seconds": None, "headline": ""}
     headline = info.get("reason") or stage_headline(name, info.get("summary") or {})
-    return {"stage": name, "status": info["status"], "seconds": info.get("seconds"), "headline": headline}
+    return {"stage": name, "status": info["status"], "seconds": info.get("seconds"), "estimated_seconds": info.get("estimated_seconds"), "headline": headline}
 
 
 def stage_headline(stage: str, summary: dict[str, Any]) -> str:

@@ -49,6 +49,12 @@ def _signing_key(tmp_path_factory):
     os.environ["REGENE_SEARCH_KEY_FILE"] = str(tmp_path_factory.mktemp("signing") / "signing.key")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_estimates():
+    """Runs skip their start-up estimate (seconds of timed steps each); tests/test_estimate.py turns it on."""
+    os.environ["REGENE_SEARCH_ESTIMATE"] = "0"
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     torch.set_num_threads(2)

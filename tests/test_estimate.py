@@ -7,7 +7,8 @@ from regene_search.search.space import default_space_path, load_space
 
 
 def _spec(dataset: str = "mnist", budget: str = "smoke", **kwargs) -> RunSpec:
-    return RunSpec(dataset=dataset, data_dir=None, budget=budget, name="x", results_root="/tmp", space_path=str(default_space_path(dataset)), **kwargs)
+    kwargs = {"results_root": "/tmp", "name": "x"} | kwargs
+    return RunSpec(dataset=dataset, data_dir=None, budget=budget, space_path=str(default_space_path(dataset)), **kwargs)
 
 
 def test_fifo_runs_every_epoch_and_asha_halves_at_each_rung():
@@ -47,3 +48,50 @@ def test_a_wider_model_measures_slower_per_batch():
     assert small.infer_image > 0 and small.probe_step > 0
     epoch = small.epoch_seconds(BUDGETS["smoke"], 5000, 1000)
     assert epoch == pytest.approx(79 * small.train_batch + (1000 + 1024) * small.infer_image + 60 * small.probe_step)
+
+
+@pytest.fixture
+def smoke_context(mnist_small, tmp_path):
+    from rich.console import Console
+
+    from regene_search.results import RunPaths
+    from regene_search.stages.context import StageContext
+
+    spec = _spec(results_root=str(tmp_path), generators=("convex", "lsdm"))
+    return StageContext(paths=RunPaths.plan(spec.results_root, spec.dataset, spec.name), spec=spec, data=mnist_small, console=Console(record=True))
+
+
+def test_every_stage_is_estimated_and_a_cached_judge_costs_nothing(smoke_context):
+    from regene_search.estimate import estimate_run, judge_cost
+    from regene_search.runtime import save_checkpoint
+    from regene_search.stages.neutral import cache_path, neutral_setup
+
+    torch.set_num_threads(1)
+    stages = ["search", "decoder", "generate", "evaluate"]
+    fresh = {e.stage: e for e in estimate_run(smoke_context, stages, slots=2)}
+    assert list(fresh) == stages and all(e.seconds > 0 for e in fresh.values())
+    assert "the judge's one-time training first" in fresh["decoder"].detail  # no VGG16 here: the decoder stage trains the judge
+    assert "LSDM" in fresh["generate"].detail and "2 strategies" in fresh["generate"].detail
+
+    judge = judge_cost(smoke_context, torch.device("cpu"))
+    assert judge.training > 0
+    _, recipe = neutral_setup(smoke_context)
+    save_checkpoint(judge.state, cache_path(smoke_context, recipe))
+    cached = {e.stage: e for e in estimate_run(smoke_context, ["decoder"], slots=2)}
+    assert judge_cost(smoke_context, torch.device("cpu")).training == 0
+    assert "one-time" not in cached["decoder"].detail
+
+
+def test_the_estimate_prints_a_line_per_stage_and_warns_past_an_hour_without_a_gpu():
+    from rich.console import Console
+
+    from regene_search.estimate import StageEstimate, print_estimate
+
+    console = Console(record=True, width=200)
+    print_estimate([StageEstimate("search", 3000, "24 trials"), StageEstimate("decoder", 1200, "1 decoder(s)")], console, budget="default", measured_in=9)
+    text = console.export_text()
+    assert "estimate: about 70 min" in text and "search     50 min  24 trials" in text and "decoder    20 min" in text
+    assert ("No GPU found" in text) == (not torch.cuda.is_available())
+    quiet = Console(record=True, width=200)
+    print_estimate([StageEstimate("search", 600, "4 trials")], quiet, budget="smoke", measured_in=5)
+    assert "No GPU found" not in quiet.export_text()

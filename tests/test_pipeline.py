@@ -80,12 +80,23 @@ def full_run(smoke_search_run, decoder_interrupted):
     try:
         proc = subprocess.run(
             [*CLI, "run", "--resume", str(run_dir), "--stages", "search,decoder,generate,evaluate", "--ray-temp-dir", ray_tmp],
-            capture_output=True, text=True, timeout=1200, env={**os.environ, "COLUMNS": "120"},
+            capture_output=True, text=True, timeout=1200, env={**os.environ, "COLUMNS": "120", "REGENE_SEARCH_ESTIMATE": "1"},
         )
     finally:
         stop_ray_processes(ray_tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, proc, before
+
+
+def test_a_run_estimates_the_stages_it_will_run_and_show_puts_them_beside_the_time(full_run):
+    run_dir, proc, _ = full_run
+    assert re.search(r"^estimate: about \S+ (min|s|h) on this machine", proc.stdout, re.M), proc.stdout[:3000]
+    stages = json.loads((run_dir / "stages.json").read_text())
+    for stage in ("decoder", "generate", "evaluate"):  # the stages this resume ran
+        assert re.search(rf"^  {stage} ", proc.stdout, re.M), stage
+        assert stages[stage]["estimated_seconds"] > 0 and stages[stage]["seconds"] > 0
+    show = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert re.search(r"^stage\s+status\s+time\s+estimate", show.stdout, re.M), show.stdout
 
 
 def test_ctrl_c_in_the_decoder_stage_exits_130_and_leaves_it_to_resume(decoder_interrupted, full_run):
