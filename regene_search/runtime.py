@@ -12,11 +12,14 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from .data.dataset import ImageData
+from .data.shared import from_arrays, to_arrays
 from .errors import RunDirError
 from .storage import Location
 
@@ -121,8 +124,9 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus
     """`fn(*call)` for every call: parallel Ray tasks with these resources when Ray is up, else in order here.
 
     On Ray an argument object used by several calls (the dataset, a backbone) goes to the object
-    store once, and each task uses as many torch threads as it has CPUs; it lands on a GPU when
-    the cluster has one. With `report`, `fn` is also given `report=`: the lines it reports (one
+    store once, a dataset as numpy arrays that the tasks of a node map instead of copying
+    (data/shared.py), and each task uses as many torch threads as it has CPUs; it lands on a GPU
+    when the cluster has one. With `report`, `fn` is also given `report=`: the lines it reports (one
     per epoch, say) reach `report` here, on the driver, while the tasks run.
     """
     import ray
@@ -131,10 +135,10 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus
         return [fn(*call, report=report) if report else fn(*call) for call in calls]
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_with_threads)
     uses = Counter(id(value) for call in calls for value in call)
-    stored: dict[int, ray.ObjectRef] = {}
+    stored: dict[int, Any] = {}
     for value in (value for call in calls for value in call):
-        if uses[id(value)] > 1 and id(value) not in stored:
-            stored[id(value)] = ray.put(value)
+        if id(value) not in stored and (uses[id(value)] > 1 or isinstance(value, ImageData)):
+            stored[id(value)] = ray.put(_SharedImages(to_arrays(value)) if isinstance(value, ImageData) else value)
     threads = max(1, int(round(cpus)))
     if report is None:
         return ray.get([task.remote(fn, threads, None, *(stored.get(id(v), v) for v in call)) for call in calls])
@@ -155,6 +159,14 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple], *, cpus: float, gpus
         lines.shutdown()
 
 
+@dataclass(frozen=True)
+class _SharedImages:
+    """An `ImageData` on its way to a task, as the arrays of `to_arrays`."""
+
+    arrays: dict[str, Any]
+
+
 def _with_threads(fn: Callable[..., T], threads: int, lines: Any, *args: Any) -> T:
     torch.set_num_threads(threads)
+    args = tuple(from_arrays(a.arrays) if isinstance(a, _SharedImages) else a for a in args)
     return fn(*args) if lines is None else fn(*args, report=lines.put)

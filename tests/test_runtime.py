@@ -100,6 +100,26 @@ def test_run_tasks_on_ray_use_the_requested_threads(ray_instance):
     assert results == [(2, 1000.0), (2, 1010.0), (2, 1020.0)]
 
 
+def _where_the_images_live(data, offset: int) -> tuple[str | None, str | None, int]:
+    from regene_search.data.shared import shared_mapping
+
+    return shared_mapping(data.train_x), shared_mapping(data.test_x), int(data.train_x.sum()) + offset
+
+
+def test_run_tasks_on_ray_map_one_shared_copy_of_a_dataset(ray_instance):
+    from regene_search.data.dataset import ImageData
+
+    images = torch.arange(64 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(64, 1, 28, 28)
+    labels = torch.arange(64) % 10
+    data = ImageData("t", tuple(map(str, range(10))), images, labels, images[:8].clone(), labels[:8].clone(), images[:16].clone(), labels[:16].clone())
+    results = run_tasks(_where_the_images_live, [(data, 0), (data, 1)], cpus=1, gpus=0)
+    total = int(images.sum())
+    assert [r[2] for r in results] == [total, total + 1]
+    mappings = {r[0] for r in results} | {r[1] for r in results}
+    assert None not in mappings and len(mappings) == 1, mappings  # both tasks, both splits: the object store's one file
+    assert "plasma" in mappings.pop()
+
+
 def test_cosine_from_start_is_capped_by_the_ramp_and_spans_every_step():
     factor = warmup_cosine(80, warmup_fraction=0.125, cosine_from_start=True)
     warmup = 10
