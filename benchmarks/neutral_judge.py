@@ -65,7 +65,8 @@ def measure(dataset: str, recipe_name: str, epochs: int | None, device: torch.de
     def on_epoch(epoch: int, model) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         row = {"epoch": epoch, "train_wall_s": wall - clock["wall"] - clock["eval_wall"], "train_cpu_s": cpu - clock["cpu"] - clock["eval_cpu"]}
-        row.update(test_acc=accuracy(model, data, device, tta=False), test_acc_tta=accuracy(model, data, device, tta=True), load_1min=os.getloadavg()[0])
+        plain = accuracy(model, data, device, tta=False)
+        row.update(test_acc=plain, test_acc_tta=accuracy(model, data, device, tta=True) if config.flip_tta else plain, load_1min=os.getloadavg()[0])
         clock["eval_wall"] += time.perf_counter() - wall
         clock["eval_cpu"] += time.process_time() - cpu
         curve.append(row)

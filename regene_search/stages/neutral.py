@@ -342,7 +342,9 @@ def ensure_neutral(ctx: StageContext, data: ImageData | None = None) -> tuple[di
     train = judge_data(ctx.data if not recipe.whole_split else data or load_judge_data(ctx))
     ctx.say(f"neutral: training the {recipe.name} judge (ResNet-{config.depth}, width {config.width}) for {recipe.epochs} epochs on {len(train.train_x)} images, once for this dataset")
     progress = path.parent / f"{path.name.removesuffix('.pt')}.partial.pt"
-    [state] = run_tasks(train_neutral, [(train, config, recipe, progress)], cpus=ctx.spec.cpus_per_trial, gpus=ctx.spec.gpus_per_trial, report=ctx.say)
+    # It trains alone, before the stage's own tasks: on a one-node cluster it takes every CPU (threads).
+    cpus = max(ctx.spec.cpus_per_trial, ctx.cluster.cpus) if ctx.cluster and ctx.cluster.nodes == 1 else ctx.spec.cpus_per_trial
+    [state] = run_tasks(train_neutral, [(train, config, recipe, progress)], cpus=cpus, gpus=ctx.spec.gpus_per_trial, report=ctx.say)
     save_checkpoint(state, path)
     if progress.exists():
         progress.delete()
