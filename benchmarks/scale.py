@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import math
 import sys
 import tempfile
@@ -321,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-schedulers", nargs="+", default=["fifo", "pareto-asha", "pareto-asha-epsnet"])
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per CPU, as run does on 2 CPUs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    parser.add_argument("--table-only", action="store_true", help="print the tables of an earlier run's --out file, run nothing")
     args = parser.parse_args(argv)
+    if args.table_only:
+        return print_tables(json.loads(args.out.read_text()), args.out)
 
     progress.PROGRESS_SECONDS = 0.0  # the live line at every step, as on a terminal ...
     progress.LiveProgress.emit = lambda self, line: None  # ... but not printed
@@ -347,12 +351,17 @@ def main(argv: list[str] | None = None) -> int:
                                   + f"; project/Tune {100 * run['project_share_of_tune']:.1f}%", flush=True)
                             write_json(args.out, out)
 
+    return print_tables(out, args.out)
+
+
+def print_tables(out: dict, path: Path) -> int:
     out["summary"], rows = summarise(out["runs"], lambda r: (r["scheduler"], r["sampler"]), ("total", "tune", *PARTS))
     replay_summary, replay_rows = summarise(out["replays"], lambda r: (r["scheduler"],), ("scheduler", "callbacks", "live view"))
-    for r, row in zip(out["replays"], [row for row in replay_rows if row[1] != "k"]):
-        row.append(f"{r['live_tables_write_seconds_at_end']:.2f}")
+    for row in replay_rows:  # one write of the live tables at the end of each replay (the median, with several)
+        writes = [r["live_tables_write_seconds_at_end"] for r in out["replays"] if (r["scheduler"], r["trials"]) == (row[0], row[1])]
+        row.append(f"{median(writes):.2f}" if writes else "")
     out["replay_summary"] = replay_summary
-    write_json(args.out, out)
+    write_json(path, out)
     padded = lambda rows, header: [row + [""] * (len(header) - len(row)) for row in rows]  # noqa: E731
     if rows:
         header = ["scheduler", "sampler", "trials", "searches", "total", "Tune", *PARTS, "project / Tune", "without searcher"]
@@ -362,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         header = ["scheduler", "trials", "replays", "scheduler", "callbacks", "live view", "tables write s"]
         print("\nHook replays (no Tune, no searcher): ms per result; k: total seconds ~ trials**k; one live-tables write at the end, s")
         print(table(padded(replay_rows, header), header))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {path}")
     return 0
 
 
