@@ -29,20 +29,25 @@ class EpsNetParetoASHA(ParetoASHA):
 
     name = NAME
 
-    def _within_front_order(self, front: np.ndarray, crowding: np.ndarray, low: np.ndarray, span: np.ndarray) -> np.ndarray:
-        return epsilon_net_positions(np.divide(front - low, span, out=np.zeros_like(front), where=span > 0))
+    def _within_front_order(self, front: np.ndarray, crowding: np.ndarray, low: np.ndarray, span: np.ndarray, me: int) -> np.ndarray:
+        return epsilon_net_positions(np.divide(front - low, span, out=np.zeros_like(front), where=span > 0), until=me)
 
 
-def epsilon_net_positions(points: np.ndarray) -> np.ndarray:
+def epsilon_net_positions(points: np.ndarray, until: int | None = None) -> np.ndarray:
     """Position of each point (0 = first) in the greedy farthest-point order started at the point
-    nearest the origin (the ideal point in scaled minimisation form); ties go to the lower index."""
+    nearest the origin (the ideal point in scaled minimisation form); ties go to the lower index.
+
+    With `until`, the order stops once that point is placed (a decision needs no more): the
+    points not yet placed get position inf."""
     n = len(points)
-    positions = np.empty(n, dtype=float)
+    positions = np.full(n, np.inf)
     first = int(np.argmin(np.linalg.norm(points, axis=1)))
     taken = np.zeros(n, dtype=bool)
     taken[first], positions[first] = True, 0
     nearest = np.linalg.norm(points - points[first], axis=1)
     for position in range(1, n):
+        if until is not None and taken[until]:
+            break
         candidates = np.where(taken, -np.inf, nearest)
         chosen = int(np.argmax(candidates))  # first maximum = lowest index
         taken[chosen], positions[chosen] = True, position

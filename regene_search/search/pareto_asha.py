@@ -202,8 +202,8 @@ class ParetoASHA(FIFOScheduler):
         members = np.array(sorted(ranked.layers[rank]))
         F = ranked.points
         layer_crowding = crowding_distance(F[members], np.zeros(len(members), dtype=int))
-        key = self._within_front_order(F[members], layer_crowding, ranked.low, ranked.high - ranked.low)
         mine = int(np.flatnonzero(members == me)[0])
+        key = self._within_front_order(F[members], layer_crowding, ranked.low, ranked.high - ranked.low, mine)
         before = (key < key[mine]) | ((key == key[mine]) & (members < me))
         position = sum(len(layer) for layer in ranked.layers[:rank]) + int(before.sum()) + 1
         n = len(ranked)
@@ -220,11 +220,12 @@ class ParetoASHA(FIFOScheduler):
             "failure": None,
         }
 
-    def _within_front_order(self, front: np.ndarray, crowding: np.ndarray, low: np.ndarray, span: np.ndarray) -> np.ndarray:
+    def _within_front_order(self, front: np.ndarray, crowding: np.ndarray, low: np.ndarray, span: np.ndarray, me: int) -> np.ndarray:
         """Sort key inside one non-dominated rank (lower first): crowding distance, descending.
 
         `front` holds the rank's points, `crowding` their crowding distance within it, `low` and
-        `span` the minimum and range of each objective over the whole rung."""
+        `span` the minimum and range of each objective over the whole rung; only the keys that
+        come before `me`'s (the deciding trial's row) and `me`'s own need be exact."""
         return -crowding
 
     def _failure(self, result: dict) -> str | None:

@@ -70,3 +70,13 @@ def test_with_ray_tune(ray_instance, tmp_path):
     assert epochs == {"A": 4, "B": 1, "C": 1, "KNEE": 4}
     ids = {r.config["name"]: r.metrics["trial_id"] for r in grid}
     assert set(scheduler.stop_reasons) == {ids["B"], ids["C"]}
+
+
+def test_an_order_stopped_at_a_point_agrees_with_the_whole_order_up_to_it():
+    points = np.random.default_rng(0).random((40, 3))
+    whole = epsilon_net_positions(points)
+    for until in (0, 7, 39):
+        stopped = epsilon_net_positions(points, until=until)
+        placed = np.isfinite(stopped)
+        assert stopped[until] == whole[until] and placed.sum() == whole[until] + 1
+        assert np.array_equal(stopped[placed], whole[placed])
