@@ -142,7 +142,7 @@ BAD_RUNS = {
     "startup trials with random": lambda t: (["run", "shapes", "--sampler", "random", "--startup-trials", "4"], "--startup-trials applies to --sampler tpe"),
     "unknown promotion": lambda t: (["run", "shapes", "--promote", "best"], "--promote"),
     "unknown stage": lambda t: (["run", "shapes", "--stages", "search,paint"], "paint"),
-    "unknown generator": lambda t: (["run", "shapes", "--generators", "convex,diffusion"], "unknown generator 'diffusion'; choose from convex,gaussian,lsdm"),
+    "unknown generator": lambda t: (["run", "shapes", "--generators", "convex,diffusion"], "unknown generator 'diffusion'; choose from convex,gaussian,lsdm,lr-livae"),
     "no generator": lambda t: (["run", "shapes", "--generators", ","], "no generator given"),
     "negative gpus": lambda t: (["run", "shapes", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
     "no cpus per trial": lambda t: (["run", "shapes", "--cpus-per-trial", "0"], "--cpus-per-trial"),
