@@ -141,16 +141,25 @@ def build_taps(backbone: dict[str, Any]) -> nn.Module:
 
 
 def perceptual_loss(taps: nn.Module, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Feature MSE relative to the target features' mean square, averaged over the taps.
+    """Squared distance of channel-normalised features, summed over channels, averaged over positions
+    and taps: LPIPS without its learned channel weights (Zhang et al. 2018, `lpips.normalize_tensor`).
 
-    The relative form makes the loss scale the same for VGG and the neutral ResNet, so one
-    schedule of weights serves both.
+    Each position's feature vector is scaled to unit length first, so the loss lies in [0, 4] for
+    any backbone (VGG or the neutral judge) and one schedule of weights serves both, and a few
+    high-magnitude channels cannot dominate. The relative feature MSE it replaces let a judge trained
+    by SGD at a high learning rate pull short decoder trainings away from the pixels: val MAE 0.33 to
+    0.53 instead of 0.07 after 2 epochs on 2,000 MNIST images; 0.0544 against 0.0571 after the smoke
+    budget's 4 epochs on 5,000.
     """
+
+    def unit(features: torch.Tensor) -> torch.Tensor:
+        features = features.float()
+        return features / features.pow(2).sum(1, keepdim=True).add(1e-10).sqrt()
+
     with torch.no_grad():
-        wanted = [f.float() for f in taps(target)]
-    got = [f.float() for f in taps(recon)]
-    terms = [F.mse_loss(g, w) / w.pow(2).mean().clamp_min(1e-8) for g, w in zip(got, wanted, strict=True)]
-    return torch.stack(terms).mean()
+        wanted = [unit(f) for f in taps(target)]
+    got = [unit(f) for f in taps(recon)]
+    return torch.stack([(g - w).pow(2).sum(1).mean() for g, w in zip(got, wanted, strict=True)]).mean()
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, weights: tuple[float, float, float], taps: nn.Module | None) -> dict[str, torch.Tensor]:

@@ -152,6 +152,27 @@ def test_a_semi_supervised_run_trains_its_decoders_on_every_training_image(mnist
     assert decoder_images(mnist_2k) is mnist_2k.train_x  # a fully labelled run: no copy
 
 
+class _Taps(torch.nn.Module):
+    """Two fixed 'feature maps': the images themselves and the images times a channel of constants."""
+
+    def forward(self, images):
+        return [images.repeat(1, 3, 1, 1), torch.cat([images, torch.ones_like(images)], 1)]
+
+
+def test_the_perceptual_loss_compares_unit_length_features_and_ignores_their_scale():
+    taps = _Taps()
+    images = torch.rand(4, 1, 6, 6) + 0.1
+    assert float(perceptual_loss(taps, images, images)) == pytest.approx(0.0, abs=1e-6)
+    scale_only = lambda x: [x.repeat(1, 3, 1, 1)]  # noqa: E731 - features proportional to the image
+    assert float(perceptual_loss(scale_only, images, 5 * images)) == pytest.approx(0.0, abs=1e-6)  # a larger scale, the same direction
+    # By hand: tap 1 is the same direction everywhere (0); tap 2 compares (x, 1) / |(x, 1)| at each position.
+    other = torch.rand(4, 1, 6, 6) + 0.1
+    unit = lambda x: torch.cat([x, torch.ones_like(x)], 1) / (x.pow(2) + 1).sqrt()  # noqa: E731
+    by_hand = (unit(images) - unit(other)).pow(2).sum(1).mean() / 2
+    assert float(perceptual_loss(taps, images, other)) == pytest.approx(float(by_hand), rel=1e-5)
+    assert 0 <= float(perceptual_loss(taps, images, -images)) <= 4
+
+
 def test_reconstruction_sample_takes_the_classes_in_turn():
     assert reconstruction_sample(torch.tensor([1, 1, 0, 2, 0]), 4).tolist() == [2, 0, 3, 4]
     assert reconstruction_sample(torch.tensor([1, 1, 0]), 8).tolist() == [2, 0, 1]
