@@ -181,7 +181,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             print_comparison(comparison, console)
     if s["judge"]:
         judge = s["judge"]
-        console.print(f"judge: neutral ResNet-{judge['depth']}, test accuracy {judge['test_accuracy']:.3f}" + (" [yellow](weak)[/yellow]" if judge["weak"] else ""))
+        recipe = f" ({judge['recipe']} recipe)" if judge.get("recipe") else ""
+        console.print(f"judge: neutral ResNet-{judge['depth']}{recipe}, test accuracy {judge['test_accuracy']:.3f}"
+                      + (f" [yellow](weak: below {judge['target']:g})[/yellow]" if judge["weak"] else ""))
     agreement = s["agreement"]
     if agreement:
         console.print(f"rank agreement of search scores with results: {escape(agreement['reason'] or '; '.join(agreement['verdicts']))}", highlight=False)

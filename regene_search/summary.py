@@ -235,7 +235,9 @@ def _judge(evaluation: list[dict[str, Any]], stages: dict[str, Any]) -> dict[str
     if accuracy is None:
         return None
     neutral = ((stages.get("evaluate") or {}).get("summary") or {}).get("neutral") or {}
-    return {"test_accuracy": accuracy, "depth": neutral.get("depth"), "weak": accuracy < PAPER_BAR}
+    # The dataset's own target (stages/neutral.py:JUDGE_TARGETS); a run from before the targets: the paper's bar.
+    target = neutral.get("target", PAPER_BAR)
+    return {"test_accuracy": accuracy, "depth": neutral.get("depth"), "recipe": neutral.get("recipe"), "target": target, "weak": neutral.get("weak", accuracy < target)}
 
 
 def _agreement(paths: RunPaths, stages: dict[str, Any]) -> dict[str, Any] | None:
@@ -262,7 +264,7 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
         found.append(f"{failed} trial(s) failed or diverged (trials.parquet `error`)")
     judge = summary["judge"]
     if judge and judge["weak"]:
-        found.append(f"the neutral judge reaches only {judge['test_accuracy']:.3f} test accuracy (< {PAPER_BAR:g}): its verdict on the generations says little")
+        found.append(f"the neutral judge reaches only {judge['test_accuracy']:.3f} test accuracy (below this dataset's target of {judge['target']:g}): its verdict on the generations says little")
     for quality in summary["quality"]:
         trial = quality["trial_id"] if quality.get("strategy", "convex") == "convex" else f"{quality['trial_id']} {quality['strategy']}"
         gen_acc = next((row["all"] for row in quality["table"] if row["metric"] == "neutral_acc_gen"), None)

@@ -41,7 +41,7 @@ def test_a_finished_run_gives_context_stages_the_promoted_trial_and_quality_by_n
     # Weakest class first: lowest neutral accuracy on its generations; names from generations.parquet.
     assert [c["name"] for c in quality["classes"]] == ["2 - two", "1 - one", "0 - zero"]
     assert quality["classes"][0]["accept_rate_by_n"] == {2: 0.9, 3: 0.9}
-    assert summary["judge"] == {"test_accuracy": 0.97, "depth": 8, "weak": False}
+    assert summary["judge"] == {"test_accuracy": 0.97, "depth": 8, "recipe": None, "target": 0.9, "weak": False}  # a run from before per-dataset targets
     assert summary["warnings"] == []
     assert "figures/a/novelty.png" in summary["figures"]
 
@@ -49,11 +49,24 @@ def test_a_finished_run_gives_context_stages_the_promoted_trial_and_quality_by_n
 def test_warnings_name_a_weak_judge_the_bar_an_empty_class_and_near_copies(tmp_path):
     summary = run_summary(make_run(tmp_path, judge=0.43, gen_accuracy=0.74, empty_class=1, novelty=(3.0, 4.5)).dir)
     text = "\n".join(summary["warnings"])
-    assert "the neutral judge reaches only 0.430 test accuracy (< 0.9)" in text
+    assert "the neutral judge reaches only 0.430 test accuracy (below this dataset's target of 0.9)" in text
     assert "a: neutral accuracy on generations 0.740 is below the paper's bar of 0.9" in text
     assert "a: no generation of 1 - one passed the filter" in text
     assert "generations sit closer to the training set (mean nearest-neighbour L2 3.00) than real test images do (4.50)" in text
     assert summary["quality"][0]["classes"][0]["name"] == "1 - one"  # no generations at all: weakest of all
+
+
+def test_a_judge_is_weak_against_its_datasets_own_target(tmp_path):
+    run = make_run(tmp_path, judge=0.975)
+    stages = json.loads(run.stages_json.read_bytes())
+    stages["evaluate"]["summary"]["neutral"] |= {"recipe": "quick", "target": 0.98, "weak": True}
+    run.stages_json.write_bytes(json.dumps(stages).encode())
+    summary = run_summary(run.dir)
+    assert summary["judge"] == {"test_accuracy": 0.975, "depth": 8, "recipe": "quick", "target": 0.98, "weak": True}
+    assert "the neutral judge reaches only 0.975 test accuracy (below this dataset's target of 0.98)" in "\n".join(summary["warnings"])
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    assert "judge: neutral ResNet-8 (quick recipe), test accuracy 0.975 (weak: below 0.98)" in console.export_text()
 
 
 def test_a_failed_stage_and_a_running_search_are_warned_with_what_to_do(tmp_path):
