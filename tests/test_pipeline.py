@@ -198,7 +198,7 @@ def test_show_summarises_the_run_in_one_screen(full_run):
     for trial in promoted:
         assert f"promoted {trial}" in proc.stdout and f"{trial}: generations" in proc.stdout
     assert re.search(r"^neutral accuracy on generations(\s+[\d.]+ [✓✗]){4}$", proc.stdout, re.M), proc.stdout
-    assert re.search(r"judge: neutral ResNet-8, test accuracy 0\.\d{3}", proc.stdout)
+    assert re.search(r"judge: neutral ResNet-8 \(quick recipe\), test accuracy 0\.\d{3}", proc.stdout), proc.stdout
     assert "report.html" in proc.stdout and "rank agreement" in proc.stdout
 
 
