@@ -265,6 +265,7 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
     judge = summary["judge"]
     if judge and judge["weak"]:
         found.append(f"the neutral judge reaches only {judge['test_accuracy']:.3f} test accuracy (below this dataset's target of {judge['target']:g}): its verdict on the generations says little")
+    near_copies = []
     for quality in summary["quality"]:
         trial = quality["trial_id"] if quality.get("strategy", "convex") == "convex" else f"{quality['trial_id']} {quality['strategy']}"
         gen_acc = next((row["all"] for row in quality["table"] if row["metric"] == "neutral_acc_gen"), None)
@@ -275,8 +276,16 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
             found.append(f"{trial}: no generation of {', '.join(empty)} passed the filter: those classes have no images")
         near, test = quality["run"].get("novelty_nn_l2_mean"), quality["run"].get("novelty_test_nn_l2_mean")
         if near is not None and test is not None and near < test:
-            found.append(f"{trial}: generations sit closer to the training set (mean nearest-neighbour L2 {near:.2f}) than real test images do ({test:.2f}): "
-                         f"look at figures/{quality['trial_id']}/novelty.png for near-copies")
+            near_copies.append((trial, quality["trial_id"], near, test))
+    if len(near_copies) == 1:
+        trial, trial_id, near, test = near_copies[0]
+        found.append(f"{trial}: generations sit closer to the training set (mean nearest-neighbour L2 {near:.2f}) than real test images do ({test:.2f}): "
+                     f"look at figures/{trial_id}/novelty.png for near-copies")
+    elif near_copies:  # one line for them all: show stays one screen with several encoders
+        pairs = ", ".join(f"{trial} {near:.2f} (test images {test:.2f})" for trial, _, near, test in near_copies)
+        if len({f"{test:.2f}" for *_, test in near_copies}) == 1:  # the same test images for every encoder: say it once
+            pairs = ", ".join(f"{trial} {near:.2f}" for trial, _, near, _ in near_copies) + f" (test images {near_copies[0][3]:.2f})"
+        found.append(f"generations sit closer to the training set than real test images do, mean nearest-neighbour L2 {pairs}: see figures/TRIAL/novelty.png")
     agreement = summary["agreement"] or {}
     found += [f"search score: {v}" for v in agreement.get("verdicts", []) if "disagrees" in v]
     return found
