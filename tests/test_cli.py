@@ -314,7 +314,7 @@ def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_ow
 
     spec = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), "--generators", "lsdm, convex,lsdm"]))
     assert spec.generators == ("lsdm", "convex") and RunSpec.from_json(spec.to_json()) == spec
-    assert _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)])).generators == GENERATORS == ("convex", "gaussian", "lsdm")
+    assert _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)])).generators == GENERATORS == ("convex", "gaussian", "lsdm", "lr-livae")
     old = {k: v for k, v in spec.to_json().items() if k != "generators"}
     assert RunSpec.from_json(old).generators == ("convex",)  # a run recorded before the strategies
     done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
