@@ -142,9 +142,9 @@ def stage_headline(stage: str, summary: dict[str, Any]) -> str:
         ]
         return "; ".join(parts)
     if stage == "evaluate" and summary:
-        parts = [f"{t}: neutral accuracy on generations {d['neutral_acc_gen']:.3f}" for t, d in (summary.get("trials") or {}).items() if "neutral_acc_gen" in d]
+        parts = [f"{t} {d['neutral_acc_gen']:.3f}" for t, d in (summary.get("trials") or {}).items() if "neutral_acc_gen" in d]
         judge = (summary.get("neutral") or {}).get("test_accuracy")
-        return "; ".join(([f"judge test accuracy {judge:.3f}"] if judge is not None else []) + parts)
+        return "; ".join(([f"judge test accuracy {judge:.3f}"] if judge is not None else []) + ([f"neutral accuracy on generations: {', '.join(parts)}"] if parts else []))
     return ""
 
 
