@@ -25,7 +25,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from rich.console import Console
 
 from .config import Budget, RunSpec, TrialConfig
 from .data.dataset import ImageData
-from .models import CLASSIFIER_FORMAT, Classifier, Decoder
+from .models import CLASSIFIER_FORMAT, Classifier, Decoder, DecoderConfig
 from .runtime import EVAL_BATCH, on_device, pick_device, to_float
 from .search.space import load_space
 from .stages.context import StageContext
@@ -232,13 +232,13 @@ def promoted_count(spec: RunSpec) -> int:
     return max(3, spec.promote_top) if spec.promote == "front" else spec.promote_top
 
 
-def decoder_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, slots: int, device: torch.device) -> StageEstimate:
+def decoder_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, backbone: dict[str, Any], slots: int, device: torch.device) -> StageEstimate:
     from .stages.decoder import DecoderTraining, decoder_images, decoder_kinds, train_decoder
 
     spec, data = ctx.spec, ctx.data
     training = DecoderTraining(epochs=spec.resolved_budget.decoder_epochs, base_width=spec.decoder_width)
     images = len(decoder_images(data))
-    encoder, backbone = encoder_stand_in(cost.config, data), perceptual_stand_in(ctx, judge)
+    encoder = encoder_stand_in(cost.config, data)
     batches = 3
     tiny = stand_in(data, batches * training.batch_size, 16)
     tasks = []
@@ -261,11 +261,10 @@ def decode_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> 
     """Seconds to decode one latent with the stage decoder."""
     from .stages.decoder import DecoderTraining
 
-    data = ctx.data
+    data, latent_dim = ctx.data, cost.config.latent_dim
     width = DecoderTraining(epochs=1, base_width=ctx.spec.decoder_width).width_for(data.image_size)
-    decoder = on_device(Decoder(ctx.spec.resolved_budget.probe.decoder(image_size=data.image_size, channels=data.channels, latent_dim=cost.config.latent_dim)), device)
-    decoder = on_device(Decoder(dataclasses.replace(decoder.config, base_width=width)), device).eval()
-    return per_image(decoder, torch.randn(EVAL_BATCH, cost.config.latent_dim, device=device))
+    decoder = on_device(Decoder(DecoderConfig(image_size=data.image_size, channels=data.channels, latent_dim=latent_dim, base_width=width)), device).eval()
+    return per_image(decoder, torch.randn(EVAL_BATCH, latent_dim, device=device))
 
 
 def lsdm_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> float:
@@ -279,10 +278,9 @@ def lsdm_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> fl
     return (rows[-1]["seconds"] - rows[0]["seconds"]) / steps * ctx.spec.resolved_budget.lsdm_steps
 
 
-def generate_estimate(ctx: StageContext, cost: TrialCost, slots: int, device: torch.device) -> StageEstimate:
+def generate_estimate(ctx: StageContext, cost: TrialCost, decode: float, slots: int, device: torch.device) -> StageEstimate:
     spec, data = ctx.spec, ctx.data
     per_strategy = generated_per_strategy(spec, data.num_classes)
-    decode = decode_seconds(ctx, cost, device)
     encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
     one = encoded * cost.infer_image + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
     lsdm = lsdm_seconds(ctx, cost, device) if "lsdm" in spec.generators else 0.0
@@ -290,10 +288,9 @@ def generate_estimate(ctx: StageContext, cost: TrialCost, slots: int, device: to
     return StageEstimate("generate", wall, f"{len(spec.generators)} strategies x {per_strategy} images per encoder" + (", the LSDM generator trained first" if lsdm else ""))
 
 
-def evaluate_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, decoder_trains_judge: bool, device: torch.device) -> StageEstimate:
+def evaluate_estimate(ctx: StageContext, cost: TrialCost, decode: float, judge: JudgeCost, decoder_trains_judge: bool) -> StageEstimate:
     spec, data = ctx.spec, ctx.data
     generated = len(spec.generators) * generated_per_strategy(spec, data.num_classes)
-    decode = decode_seconds(ctx, cost, device)
     per_encoder = len(data.test_x) * (cost.infer_image + decode + judge.infer_image) + generated * judge.infer_image + FIGURE_SECONDS * (3 + len(spec.generators))
     training = 0.0 if decoder_trains_judge else judge.training
     wall = training + len(data.test_x) * judge.infer_image + promoted_count(spec) * per_encoder
@@ -316,12 +313,14 @@ def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: to
         judge = judge_cost(ctx, device) if {"decoder", "evaluate"} & set(stages) else None
         decoder_trains_judge = False
         if "decoder" in stages:
-            found.append(decoder_estimate(ctx, typical, judge, slots, device))
-            decoder_trains_judge = perceptual_stand_in(ctx, judge)["state"] is judge.state
+            backbone = perceptual_stand_in(ctx, judge)
+            found.append(decoder_estimate(ctx, typical, judge, backbone, slots, device))
+            decoder_trains_judge = backbone["state"] is judge.state
+        decode = decode_seconds(ctx, typical, device) if {"generate", "evaluate"} & set(stages) else 0.0
         if "generate" in stages:
-            found.append(generate_estimate(ctx, typical, slots, device))
+            found.append(generate_estimate(ctx, typical, decode, slots, device))
         if "evaluate" in stages:
-            found.append(evaluate_estimate(ctx, typical, judge, decoder_trains_judge, device))
+            found.append(evaluate_estimate(ctx, typical, decode, judge, decoder_trains_judge))
         return found
     finally:
         torch.set_num_threads(threads)
