@@ -168,10 +168,14 @@ def run_trial(
     train_x = data.train_x.to(device)
     train_y = data.train_y.to(device)
     probe_train, probe_val = probe_indices(len(data.train_x), len(data.val_x), setup.probe)
-    gen = torch.Generator().manual_seed(setup.seed * 1_000_003 + start_epoch)
+    gen = torch.Generator()
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     for epoch in range(start_epoch + 1, config.epochs + 1):
+        # Each epoch's randomness (batch order, augmentation, dropout) comes from the epoch alone, so an
+        # epoch re-run after a resume reports what it reported before the interruption.
+        gen.manual_seed(setup.seed * 1_000_003 + epoch)
+        torch.manual_seed(setup.seed * 1_000_003 + epoch)
         model.train()
         epoch_start = time.perf_counter()
         loss_sum, seen = torch.zeros((), device=device), 0

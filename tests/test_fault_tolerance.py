@@ -50,7 +50,7 @@ def checkpoints(run_dir: Location) -> set[str]:
 def assert_every_trial_once(run_dir: Location, trials: int) -> pd.DataFrame:
     table = read_parquet(run_dir / "trials.parquet").to_pandas()
     assert len(table) == trials and table["trial_id"].is_unique
-    assert set(table["status"]) == {"COMPLETED"}, table[["trial_id", "status", "error"]]
+    assert set(table["status"]) == {"COMPLETED"}, table[["trial_id", "status", "error"]].to_string(max_colwidth=400)
     history = read_parquet(run_dir / "history.parquet").to_pandas()
     assert not history.duplicated(["trial_id", "epoch"]).any()
     complete = dict(history.groupby("trial_id").size()) == dict(zip(table["trial_id"], table["epochs"]))

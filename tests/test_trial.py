@@ -1,3 +1,4 @@
+import copy
 import time
 
 import pytest
@@ -88,11 +89,15 @@ def test_real_trial_on_mnist_subset_reaches_90_percent(mnist_small, tmp_path):
 def test_trial_resumes_from_a_checkpoint(mnist_small):
     data = mnist_small.subset(train=600, val=200, seed=1)
     setup = TrialSetup(probe=ProbeConfig(train_images=128, val_images=64, steps=3))
-    config = TrialConfig(blocks=2, base_width=8, latent_dim=32, epochs=2, augment=False)
+    config = TrialConfig(blocks=2, base_width=8, latent_dim=32, epochs=2, dropout=0.3, augment=True)
     saved = []
-    run_trial(data, config, setup, on_epoch=lambda m, make: saved.append(make()))
+    uninterrupted = run_trial(data, config, setup, on_epoch=lambda m, make: saved.append(copy.deepcopy(make())))  # as saved to disk
     resumed = run_trial(data, config, setup, resume_from=saved[0])
     assert [h["epoch"] for h in resumed] == [2]
+    # The same numbers as without the interruption: what a trial re-run after a resume reports
+    # must equal what it reported (and told the searcher) before.
+    objectives = ("accuracy", "decoder_mae", "latent_sparsity", "train_loss")
+    assert {k: resumed[0][k] for k in objectives} == {k: uninterrupted[1][k] for k in objectives}
 
 
 def test_diverging_trial_raises(mnist_small):

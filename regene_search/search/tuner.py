@@ -148,7 +148,10 @@ def run_config(storage: Location, settings: SearchSettings, callbacks: list[tune
         storage_path=storage_path,
         storage_filesystem=storage_filesystem,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: Tune deletes the older checkpoint as soon as a newer one registers, but saves
+        # its experiment state (which names the newer one) later; a driver killed in between left a
+        # state naming a deleted checkpoint, and that trial failed on resume (seen on s3://).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=callbacks,
         verbose=0,
     )
