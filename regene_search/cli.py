@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .config import BUDGETS, GENERATORS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
+from .config import BUDGETS, GENERATORS, IMAGE_THRESHOLDS, SAMPLERS, SCHEDULERS, STAGES, RunSpec
 from .errors import Interrupted, UserError
 from .search.pareto import PROMOTION_METHODS
 
@@ -186,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     after.add_argument("--generate-weights", choices=("uniform", "dirichlet"), default="uniform", help="1/n weights (paper) or Dirichlet")
     after.add_argument("--dirichlet-alpha", type=_positive_float, default=1.0)
     after.add_argument("--generators", type=_generators, default=GENERATORS, help=f"comma-separated generation strategies, any of {','.join(GENERATORS)}")
-    after.add_argument("--generate-threshold", type=_probability, help="fixed filter threshold (default: mean holdout confidence per class)")
+    after.add_argument("--generate-threshold", type=_probability, help="fixed filter threshold for both steps (default: mean confidences per class, below)")
+    after.add_argument(
+        "--image-threshold", choices=IMAGE_THRESHOLDS, default=IMAGE_THRESHOLDS[0],
+        help="the filter's image step holds a generation of class c to the classifier's mean confidence on the decoder's reconstructions of "
+             "holdout c images (default), or on the holdout images themselves (the paper's; a blurry decoder can then accept no image of a class)",
+    )
     after.add_argument("--neutral-depth", type=int, help="ResNet depth of the neutral classifier, 6k+2 (default by budget: 8/20/56)")
     after.add_argument("--inception-weights", help="torchvision Inception-v3 weights file: adds Inception FID")
     after.add_argument("--inception-images", type=_positive_int, default=2000, help="images per set for Inception FID")
@@ -290,6 +295,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         generate_weights=args.generate_weights,
         dirichlet_alpha=args.dirichlet_alpha,
         generate_threshold=args.generate_threshold,
+        image_threshold=args.image_threshold,
         generators=args.generators,
         novelty_samples=args.novelty_samples,
         mlflow=args.mlflow,

@@ -282,7 +282,10 @@ def generate_estimate(ctx: StageContext, cost: TrialCost, decode: float, slots: 
     spec, data = ctx.spec, ctx.data
     per_strategy = generated_per_strategy(spec, data.num_classes)
     encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
-    one = encoded * cost.infer_image + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
+    # The image step's thresholds: the holdout images reconstructed by each decoder and classified (none with the paper's rule).
+    decoders = 0 if spec.generate_threshold is not None or spec.image_threshold == "holdout" else 1 + ("lr-livae" in spec.generators)
+    reconstructed = decoders * len(data.val_x) * (decode + cost.infer_image)
+    one = encoded * cost.infer_image + reconstructed + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
     lsdm = lsdm_seconds(ctx, cost, device) if "lsdm" in spec.generators else 0.0
     wall = placed_on_slots([lsdm] * promoted_count(spec), slots) + promoted_count(spec) * (one + FIGURE_SECONDS * (2 + len(spec.generators)))
     return StageEstimate("generate", wall, f"{len(spec.generators)} strategies x {per_strategy} images per encoder" + (", the LSDM generator trained first" if lsdm else ""))

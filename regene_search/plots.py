@@ -339,10 +339,17 @@ def plot_acceptance(generations: Sequence[dict[str, Any]], path: Location | Path
     _save(fig, path)
 
 
+def image_threshold(row: dict[str, Any]) -> float:
+    """The image step's threshold of a generations.parquet row; a run from before the column held both steps to `threshold`."""
+    value = row.get("image_threshold")
+    return row["threshold"] if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
 def plot_filter_scatter(generations: Sequence[dict[str, Any]], path: Location | Path, *, title: str = "") -> None:
     """The two-step filter per class: head confidence on the combined latent against the classifier's
     confidence on the decoded image, a point per generation (generations.parquet rows of one encoder),
-    accepted green and rejected red; dashed lines at the class threshold bound the accepted corner."""
+    accepted green and rejected red; dashed lines at the class thresholds (the latent step's vertical,
+    the image step's horizontal) bound the accepted corner."""
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
@@ -350,19 +357,19 @@ def plot_filter_scatter(generations: Sequence[dict[str, Any]], path: Location | 
     columns = max(1, min(5, len(classes)))
     grid_rows = max(1, math.ceil(len(classes) / columns))
     fig, axes = plt.subplots(grid_rows, columns, figsize=(3.2 * columns + 0.6, 3.0 * grid_rows + 0.8), sharex=True, sharey=True, squeeze=False)
-    finite = [v for r in generations for v in (r["latent_confidence"], r["image_confidence"], r["threshold"]) if _finite(v)]
+    finite = [v for r in generations for v in (r["latent_confidence"], r["image_confidence"], r["threshold"], image_threshold(r)) if _finite(v)]
     low = max(0.0, min(finite, default=0.0) - 0.03)
     for ax, (c, name) in zip(axes.flat, classes.items()):
         rows = [r for r in generations if r["class"] == c]
         for accepted, colour, label in ((False, "tab:red", "rejected"), (True, "tab:green", "accepted")):
             chosen = [r for r in rows if bool(r["accepted"]) == accepted]
             ax.scatter([_number(r["latent_confidence"]) for r in chosen], [_number(r["image_confidence"]) for r in chosen], s=7, alpha=0.5, color=colour, label=label, linewidths=0)
-        threshold = rows[0]["threshold"]
-        if _finite(threshold):
+        threshold, image_step = rows[0]["threshold"], image_threshold(rows[0])
+        if _finite(threshold) and _finite(image_step):
             ax.axvline(threshold, color="k", linestyle="--", linewidth=0.8)
-            ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label="class threshold")
-            ax.add_patch(Rectangle((threshold, threshold), 1.0 - threshold, 1.0 - threshold, color="tab:green", alpha=0.07, zorder=0))
-        shown = f"{threshold:.3f}" if _finite(threshold) else "none"
+            ax.axhline(image_step, color="k", linestyle="--", linewidth=0.8, label="class thresholds")
+            ax.add_patch(Rectangle((threshold, image_step), 1.0 - threshold, 1.0 - image_step, color="tab:green", alpha=0.07, zorder=0))
+        shown = "none" if not _finite(threshold) else f"{threshold:.3f}" if image_step == threshold else f"{threshold:.3f}/{image_step:.3f}"
         ax.set_title(f"{name}: {sum(bool(r['accepted']) for r in rows)}/{len(rows)} accepted, t={shown}", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(classes):]:

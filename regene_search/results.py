@@ -134,6 +134,7 @@ GENERATION_COLUMNS = run_schema(
         ("latent_confidence", pa.float64()),
         ("image_confidence", pa.float64()),
         ("threshold", pa.float64()),
+        ("image_threshold", pa.float64()),
         ("accepted", pa.bool_()),
         ("image_png", pa.binary()),
     ],

@@ -70,6 +70,7 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "budget": spec.get("budget"),
         "seed": record.get("seed"),
         "labelled_fraction": spec.get("labelled_fraction", 1.0),  # a run.json from before semi-supervised runs: every label
+        "filter": filter_rule(spec),
         "created": record.get("created"),
         "git_commit": record.get("git_commit"),
         "versions": record.get("versions", {}),
@@ -247,6 +248,15 @@ def _agreement(paths: RunPaths, stages: dict[str, Any]) -> dict[str, Any] | None
         return {"reason": ((stages["evaluate"].get("summary") or {}).get("proxy") or {}).get("reason", "not computed"), "verdicts": []}
     rows = read_parquet(paths.proxy).to_pylist()
     return {"reason": None, "k": max((r["k"] for r in rows), default=0), "verdicts": [proxy.verdict(r) for r in proxy.headline_rows(rows)]}
+
+
+def filter_rule(spec: dict[str, Any]) -> str:
+    """What the two-step filter held generations to, in a few words (a run.json from before the choice: the paper's)."""
+    if spec.get("generate_threshold") is not None:
+        return f"both steps at a fixed {spec['generate_threshold']:g}"
+    if spec.get("image_threshold", "holdout") == "holdout":
+        return "the paper's: both steps at the holdout images' confidence"
+    return "latent step at the holdout images' confidence, image step at their reconstructions'"
 
 
 def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:

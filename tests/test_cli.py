@@ -317,6 +317,11 @@ def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_ow
     assert _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)])).generators == GENERATORS == ("convex", "gaussian", "lsdm", "lr-livae")
     old = {k: v for k, v in spec.to_json().items() if k != "generators"}
     assert RunSpec.from_json(old).generators == ("convex",)  # a run recorded before the strategies
+    # The filter's image step: reconstructions by default; a run recorded before the choice kept the paper's rule.
+    assert spec.image_threshold == "reconstructions"
+    paper = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), "--image-threshold", "holdout"]))
+    assert paper.image_threshold == "holdout" and RunSpec.from_json(paper.to_json()) == paper
+    assert RunSpec.from_json({k: v for k, v in spec.to_json().items() if k != "image_threshold"}).image_threshold == "holdout"
     done = {s: {"status": "done", "started": 0.0, "seconds": 1.0, "summary": {}} for s in ("search", "decoder", "generate", "evaluate")}
     folder = _run_folder(tmp_path, stages_json=json.dumps(done))
     assert main(["run", "--resume", folder, "--generators", "gaussian", "--stages", "search"]) == 0

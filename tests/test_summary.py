@@ -7,10 +7,11 @@ import math
 import os
 import subprocess
 
+import pytest
 from rich.console import Console
 
 from regene_search.report import print_summary
-from regene_search.summary import run_summary, to_json
+from regene_search.summary import filter_rule, run_summary, to_json
 
 from .conftest import CLI
 from .run_folders import make_run
@@ -137,3 +138,16 @@ def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_wi
     assert "a: strategies" in text
     line = next(t for t in text.splitlines() if t.startswith("neutral accuracy on accepted generations"))
     assert line.split()[-6:] == ["0.950", "✓", "0.930", "✓", "0.810", "✗"]
+
+
+@pytest.mark.parametrize(
+    "spec, rule",
+    [
+        ({}, "the paper's: both steps at the holdout images' confidence"),  # a run.json from before the choice
+        ({"image_threshold": "holdout"}, "the paper's: both steps at the holdout images' confidence"),
+        ({"image_threshold": "reconstructions"}, "latent step at the holdout images' confidence, image step at their reconstructions'"),
+        ({"image_threshold": "reconstructions", "generate_threshold": 0.7}, "both steps at a fixed 0.7"),
+    ],
+)
+def test_the_filter_rule_names_what_each_step_was_held_to(spec, rule):
+    assert filter_rule(spec) == rule

@@ -137,6 +137,18 @@ def train_one_epoch(
     return train_epoch(batch_loss, optimiser, len(z_s), generator, device, batch_size=batch_size, scheduler=scheduler)
 
 
+def load_nuisance_encoder(state: dict[str, Any], device: torch.device | str = "cpu") -> NuisanceEncoder:
+    """E_u of an lr-livae decoder checkpoint (the decoder stage's), in eval mode."""
+    encoder_u = NuisanceEncoder(EncoderConfig(**state["nuisance_encoder_config"]), int(state["u_dim"]))
+    encoder_u.load_state_dict(state["nuisance_encoder"])
+    return encoder_u.to(device).eval()
+
+
+def reconstruct(decoder: LatentDecoder, encoder_u: NuisanceEncoder, z_s: torch.Tensor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 reconstructions of `images` from their classifier latents `z_s` and E_u's mean z_u."""
+    return decode_all(decoder, torch.cat([z_s.cpu(), posterior_means(encoder_u, images, device)], 1), device)
+
+
 def posterior_means(encoder_u: NuisanceEncoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """E_u's mean code mu(x) (float32, on the CPU) of uint8 images: the z_u a reconstruction uses."""
     encoder_u.eval()

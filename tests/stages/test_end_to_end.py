@@ -132,12 +132,16 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
     rows = [r for r in every if r["strategy"] == "convex"]
     assert len(rows) == 10 * 2 * 6 and {r["run"] for r in every} == {"t"}
     for r in every:
-        assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["threshold"])
+        assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["image_threshold"])
     for strategy in ("gaussian", "lsdm", "lr-livae"):  # sampled: as many per class as convex over its n, no n, sources or weights
         mine = [r for r in every if r["strategy"] == strategy]
         assert [r["class"] for r in mine] == [c for c in range(10) for _ in range(12)]
         assert all(r["n"] is None and r["source_indices"] is None and r["weights"] is None for r in mine)
         assert {(r["class"], r["threshold"]) for r in mine} == {(r["class"], r["threshold"]) for r in rows}  # the same class thresholds
+        # ... and the same image-step thresholds where the same decoder decodes (the confidence on its
+        # reconstructions); lr-livae's are its own decoder's.
+        same_decoder = {(r["class"], r["image_threshold"]) for r in mine} == {(r["class"], r["image_threshold"]) for r in rows}
+        assert same_decoder == (strategy != "lr-livae")
         if strategy in ("gaussian", "lr-livae"):  # a fitted model of each digit's latents gets most samples past the head (LSDM: 40 steps, untrained)
             assert sum(r["latent_confidence"] > 0.5 for r in mine) > len(mine) / 2
         info = summaries["generate"]["trials"][TRIAL]["strategies"][strategy]
@@ -147,7 +151,7 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
         assert len(set(r["source_indices"])) == r["n"]
         assert all(int(mnist_2k.train_y[i]) == r["class"] for i in r["source_indices"])
         assert r["weights"] == pytest.approx([1 / r["n"]] * r["n"])
-        assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["threshold"])
+        assert r["accepted"] == (r["latent_confidence"] >= r["threshold"] and r["image_confidence"] >= r["image_threshold"])
         assert r["class_name"] == str(r["class"])
     assert decode_png(rows[0]["image_png"], 1).shape == (1, 28, 28)
     generated = summaries["generate"]["trials"][TRIAL]
@@ -155,6 +159,9 @@ def test_generations_hold_every_combination_with_valid_weights_and_pngs(stage_ru
     convex = generated["strategies"]["convex"]
     assert convex["generated"] == len(rows) and convex["accepted"] == sum(r["accepted"] for r in rows)
     assert 0 < convex["accept_rate"] <= 1 and set(convex["accept_rate_by_n"]) == {"2", "3"}
+    by_class = {r["class"]: (r["threshold"], r["image_threshold"]) for r in rows}
+    assert [by_class[c] for c in range(10)] == list(zip(generated["thresholds"], generated["image_thresholds"]))
+    assert any(image != latent for latent, image in by_class.values())  # the reconstructions' confidence, not the holdout images'
 
 
 def test_lsdm_trains_on_ray_and_its_loss_rows_land_in_parquet(stage_run):

@@ -30,6 +30,10 @@ from regene_search.stages.generate import (
     sampled_latents,
     true_class_confidence,
     two_step_accept,
+    Thresholds,
+    holdout_thresholds,
+    image_thresholds,
+    image_logits,
 )
 from regene_search.models import load_classifier
 from regene_search.runtime import encode_all
@@ -77,6 +81,37 @@ def test_accepted_iff_both_confidences_reach_the_class_threshold():
     image = torch.tensor([0.95, 0.50, 0.95, 0.80, 0.79, 0.99])
     threshold = torch.tensor([0.9, 0.9, 0.9, 0.8, 0.8, float("nan")])
     assert two_step_accept(latent, image, threshold).tolist() == [True, False, False, True, False, False]
+    # The image step held to its own threshold (the reconstructions'), the latent step to the holdout's.
+    image_threshold = torch.tensor([0.9, 0.4, 0.9, 0.8, 0.7, 0.5])
+    assert two_step_accept(latent, image, threshold, image_threshold).tolist() == [True, True, False, True, True, False]
+
+
+def test_image_thresholds_are_the_mean_confidence_on_the_decoders_reconstructions(mnist_2k, encoder_checkpoint):
+    cpu = torch.device("cpu")
+    classifier = load_classifier(encoder_checkpoint)
+    ctx = SimpleNamespace(data=mnist_2k, console=Console(quiet=True))
+    settings = GenerateSettings()
+    holdout = holdout_thresholds(ctx, classifier, settings, cpu)
+    real = true_class_confidence(image_logits(classifier, mnist_2k.val_x, cpu), mnist_2k.val_y)
+    torch.testing.assert_close(holdout.latent, class_thresholds(real, mnist_2k.val_y, 10))
+    torch.testing.assert_close(holdout.image, holdout.latent)
+    # A perfect decoder's reconstructions are the holdout images: the image step keeps the paper's threshold.
+    perfect = image_thresholds(ctx, classifier, settings, holdout, lambda: mnist_2k.val_x, cpu)
+    torch.testing.assert_close(perfect.image, holdout.latent)
+    torch.testing.assert_close(perfect.latent, holdout.latent)
+    # A blurrier decoder lowers the bar of the image step only, class by class.
+    blurred = torch.nn.functional.avg_pool2d(mnist_2k.val_x.float(), 3, stride=1, padding=1).round().to(torch.uint8)
+    blurry = image_thresholds(ctx, classifier, settings, holdout, lambda: blurred, cpu)
+    expected = class_thresholds(true_class_confidence(image_logits(classifier, blurred, cpu), mnist_2k.val_y), mnist_2k.val_y, 10)
+    torch.testing.assert_close(blurry.image, expected)
+    torch.testing.assert_close(blurry.latent, holdout.latent)
+    assert (blurry.image < holdout.image).sum() >= 8
+    # The paper's rule, or a fixed threshold: the reconstructions are not even made.
+    def never() -> torch.Tensor:
+        raise AssertionError("reconstructed although the rule does not use reconstructions")
+    assert image_thresholds(ctx, classifier, GenerateSettings(image_threshold="holdout"), holdout, never, cpu) is holdout
+    fixed = holdout_thresholds(ctx, classifier, GenerateSettings(threshold=0.7), cpu)
+    assert image_thresholds(ctx, classifier, GenerateSettings(threshold=0.7), fixed, never, cpu) is fixed and fixed.image.tolist() == [0.7] * 10
 
 
 def test_acceptance_rates_per_n_and_class():
@@ -90,7 +125,8 @@ def test_acceptance_rates_per_n_and_class():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"ns": (1, 2)}, ">= 2"), ({"weights": "softmax"}, "uniform, dirichlet"), ({"dirichlet_alpha": 0.0}, "alpha"), ({"threshold": 1.5}, r"\[0, 1\]")],
+    [({"ns": (1, 2)}, ">= 2"), ({"weights": "softmax"}, "uniform, dirichlet"), ({"dirichlet_alpha": 0.0}, "alpha"), ({"threshold": 1.5}, r"\[0, 1\]"),
+     ({"image_threshold": "real"}, "reconstructions, holdout")],
 )
 def test_bad_generate_settings_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -142,8 +178,10 @@ def test_lr_livae_draws_z_s_from_the_class_gaussians_and_z_u_from_the_prior_and_
     # The filter: the head judges z_s, the decoder decodes [z_s, z_u].
     torch.manual_seed(0)
     decoder = split_decoder(DecoderConfig(image_size=28, channels=1, latent_dim=64, base_width=8), z_s.mean(0), z_s.std(0).clamp_min(1e-6), 8).eval()
-    thresholds = torch.full((10,), 0.5, dtype=torch.float64)
+    thresholds = Thresholds(latent=torch.full((10,), 0.5, dtype=torch.float64), image=torch.full((10,), 0.25, dtype=torch.float64))
     rows, images = filtered_rows(ctx, "t", "lr-livae", classifier, decoder, z_s[:30], classes[:30], thresholds, cpu, codes=codes[:30])
+    assert {(r["threshold"], r["image_threshold"]) for r in rows} == {(0.5, 0.25)}
+    assert [r["accepted"] for r in rows] == [r["latent_confidence"] >= 0.5 and r["image_confidence"] >= 0.25 for r in rows]
     assert torch.equal(images, decode_all(decoder, codes[:30], cpu))
     latent_conf = true_class_confidence(head_logits(classifier, z_s[:30], cpu), classes[:30])
     assert [r["latent_confidence"] for r in rows] == pytest.approx(latent_conf.tolist())
