@@ -11,7 +11,8 @@ without flip test-time augmentation. Per-epoch evaluation is timed apart from tr
     python benchmarks/neutral_judge.py --dataset cifar10 --recipe cpu --epochs 4   # a shorter schedule of the same recipe
 
 `--epochs` shortens the recipe (the schedule is stretched over the epochs given), for a loaded
-machine. Writes benchmarks/results/neutral_judge.json.
+machine. Writes benchmarks/results/neutral_judge.json. `--save RESULTS_ROOT` also caches each
+whole-split judge where `run` looks for it (`RESULTS_ROOT/<dataset>/_neutral/`), so runs reuse it.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import RESULTS, SHARED_DATA, machine  # noqa: E402
 from regene_search.config import BUDGETS  # noqa: E402
 from regene_search.data import dataset_info, load_dataset  # noqa: E402
+from regene_search.results import NEUTRAL_CACHE  # noqa: E402
+from regene_search.runtime import save_checkpoint  # noqa: E402
 from regene_search.stages.neutral import (  # noqa: E402
     JUDGE_SPLIT_SEED, JUDGE_VAL_FRACTION, RECIPES, NeutralConfig, judge_data, judge_target, predict, train_neutral,
 )
+from regene_search.storage import Location  # noqa: E402
 
 
 def accuracy(model, data, device, *, tta: bool) -> float:
@@ -46,7 +50,7 @@ def accuracy(model, data, device, *, tta: bool) -> float:
     return float((logits.argmax(1) == data.test_y).float().mean())
 
 
-def measure(dataset: str, recipe_name: str, epochs: int | None, device: torch.device) -> dict:
+def measure(dataset: str, recipe_name: str, epochs: int | None, device: torch.device, save: Path | None = None) -> dict:
     recipe = RECIPES[recipe_name]
     if epochs:
         recipe = dataclasses.replace(recipe, epochs=epochs)
@@ -74,6 +78,10 @@ def measure(dataset: str, recipe_name: str, epochs: int | None, device: torch.de
               f"test acc {row['test_acc']:.4f}, with flip TTA {row['test_acc_tta']:.4f}; load {row['load_1min']:.1f}", flush=True)
 
     state = train_neutral(data, config, recipe, device=device, on_epoch=on_epoch)
+    if save is not None and recipe.whole_split:  # the key of a whole-split recipe does not depend on the run
+        path = Location.of(save) / dataset / NEUTRAL_CACHE / f"neutral-{recipe.key(dataset)}.pt"
+        save_checkpoint(state, path)
+        print(f"saved {path}", flush=True)
     last = curve[-1]
     return {"dataset": dataset, "recipe": dataclasses.asdict(recipe), "train_images": len(data.train_x), "test_images": len(data.test_x),
             "target": judge_target(dataset), "test_accuracy": state["test_accuracy"], "train_wall_s": last["train_wall_s"],
@@ -87,12 +95,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="shorten the recipe to this many epochs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "neutral_judge.json")
+    parser.add_argument("--save", metavar="RESULTS_ROOT", help="cache each whole-split judge there, as `run --results RESULTS_ROOT` would")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     about = machine()
     print(f"machine: {about['cpu']}, {args.threads} threads, load average at start {about['load_average_at_start']}", flush=True)
-    results = [measure(d, r, args.epochs, device) for d in args.dataset for r in args.recipe]
+    results = [measure(d, r, args.epochs, device, args.save) for d in args.dataset for r in args.recipe]
     print("\n| dataset | recipe | train images | epochs | test accuracy (flip TTA) | target | train wall | train CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

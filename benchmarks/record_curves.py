@@ -8,8 +8,10 @@ those epochs, as in LCBench-style tables: a curve cut at epoch k is what a sched
 epoch k of a 12-epoch trial, not a finished k-epoch trial.
 
     # MNIST first (fast), then CIFAR-10; one torch thread, lowest priority, in the background
-    # (its own process group, so `kill -- -$(cat benchmarks/data/record.pid)` stops both):
-    OMP_NUM_THREADS=1 nohup setsid nice -n 19 bash -c 'echo $$ > benchmarks/data/record.pid;
+    # (its own process group, so `kill -- -$(cat benchmarks/data/record.pid)` stops both). setsid
+    # also gives it its own scheduler autogroup, and nice only ranks processes inside one: without
+    # the autogroup's own nice 19 the recorder takes a full share of the cores from everything else.
+    OMP_NUM_THREADS=1 nohup setsid nice -n 19 bash -c 'echo $$ > benchmarks/data/record.pid; echo 19 > /proc/$$/autogroup;
         .venv/bin/python benchmarks/record_curves.py --dataset mnist &&
         .venv/bin/python benchmarks/record_curves.py --dataset cifar10' > benchmarks/data/record.log 2>&1 &
     # a tiny check
@@ -18,7 +20,7 @@ epoch k of a 12-epoch trial, not a finished k-epoch trial.
 Two cores: run two recorders with `--shard 0/2` and `--shard 1/2` (each takes the configurations
 whose id modulo 2 is its number; they merge into the same files under a lock):
 
-    for k in 0 1; do OMP_NUM_THREADS=1 nohup setsid nice -n 19 bash -c "echo \\$\\$ > benchmarks/data/record$k.pid;
+    for k in 0 1; do OMP_NUM_THREADS=1 nohup setsid nice -n 19 bash -c "echo \\$\\$ > benchmarks/data/record$k.pid; echo 19 > /proc/\\$\\$/autogroup;
         exec .venv/bin/python benchmarks/record_curves.py --dataset cifar10 --shard $k/2" >> benchmarks/data/record$k.log 2>&1 & done
     # pause both (e.g. while CI runs), then resume:
     for k in 0 1; do kill -STOP -- -$(cat benchmarks/data/record$k.pid); done
