@@ -176,7 +176,7 @@ def run_seed(base: StageContext, judge: Any, backbone: dict[str, Any], org: torc
     classifier = load_classifier(encoder_state, device)
     ctx = dataclasses.replace(base, data=semi)  # the run's data: labels on the fraction only
     settings = GenerateSettings(per_class=args.per_class, seed=seed, strategies=STRATEGIES)
-    thresholds = holdout_thresholds(ctx, classifier, settings, device)
+    thresholds = holdout_thresholds(ctx, classifier, settings, device)  # the paper's rule for both steps, as the README table was measured
     plan = sample_plan(ctx, settings)
     sources = TrainLatents(classifier, labelled.train_x, torch.cat([torch.from_numpy(s.ravel()) for s, _ in plan.values()]).numpy(), device)
     classes = sampled_classes(labelled.num_classes, settings.sampled_per_class)

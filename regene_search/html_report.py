@@ -247,7 +247,9 @@ def _agreement(s: dict[str, Any]) -> str:
     agreement = s["agreement"]
     if not agreement:
         return ""
-    body = _e(agreement["reason"]) if agreement["reason"] else "<ul>" + "".join(f"<li>{_e(v)}</li>" for v in agreement["verdicts"]) + "</ul>"
+    body = _e(agreement["reason"]) if agreement["reason"] else (
+        "<ul>" + "".join(f"<li>{_e(v)}</li>" for v in agreement["verdicts"]) + "</ul>" + (f"<p>{_e(agreement['caveat'])}</p>" if agreement.get("caveat") else "")
+    )
     return f"<h2>Do the search's cheap scores rank encoders as the results do?</h2><p>{body}</p>"
 
 

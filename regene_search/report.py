@@ -187,7 +187,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                       + (f" [yellow](weak: below {judge['target']:g})[/yellow]" if judge["weak"] else ""))
     agreement = s["agreement"]
     if agreement:
-        console.print(f"rank agreement of search scores with results: {escape(agreement['reason'] or '; '.join(agreement['verdicts']))}", highlight=False)
+        said = agreement["reason"] or "; ".join(agreement["verdicts"]) + (f" ({agreement['caveat']})" if agreement.get("caveat") else "")
+        console.print(f"rank agreement of search scores with results: {escape(said)}", highlight=False)
     if s["warnings"]:
         console.print("[bold yellow]warnings[/bold yellow]")
         for line in s["warnings"]:

@@ -247,7 +247,8 @@ def _agreement(paths: RunPaths, stages: dict[str, Any]) -> dict[str, Any] | None
     if not paths.proxy.exists():
         return {"reason": ((stages["evaluate"].get("summary") or {}).get("proxy") or {}).get("reason", "not computed"), "verdicts": []}
     rows = read_parquet(paths.proxy).to_pylist()
-    return {"reason": None, "k": max((r["k"] for r in rows), default=0), "verdicts": [proxy.verdict(r) for r in proxy.headline_rows(rows)]}
+    k = max((r["k"] for r in rows), default=0)
+    return {"reason": None, "k": k, "verdicts": [proxy.verdict(r, caveat=False) for r in proxy.headline_rows(rows)], "caveat": proxy.chance_caveat(k)}
 
 
 def filter_rule(spec: dict[str, Any]) -> str:
@@ -297,7 +298,9 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
             pairs = ", ".join(f"{trial} {near:.2f}" for trial, _, near, _ in near_copies) + f" (test images {near_copies[0][3]:.2f})"
         found.append(f"generations sit closer to the training set than real test images do, mean nearest-neighbour L2 {pairs}: see figures/TRIAL/novelty.png")
     agreement = summary["agreement"] or {}
-    found += [f"search score: {v}" for v in agreement.get("verdicts", []) if "disagrees" in v]
+    disagreements = [v for v in agreement.get("verdicts", []) if "disagrees" in v]
+    if disagreements:  # one line: show stays one screen
+        found.append("search scores disagree with the results: " + "; ".join(disagreements) + (f" ({agreement['caveat']})" if agreement.get("caveat") else ""))
     return found
 
 

@@ -126,8 +126,14 @@ def write_agreement(paths: RunPaths, dataset: str) -> tuple[dict[str, Any], list
     return {"k": len(scores), "written": True, "tau": tau}, rows
 
 
-def verdict(row: dict[str, Any]) -> str:
-    """One line on a (proxy, downstream) row: agrees / weak / disagrees, or why there is no statistic."""
+def chance_caveat(k: int) -> str:
+    """What a rank statistic over only K encoders can say ("" when K is not the minimum)."""
+    return "K=3: tau moves in steps of 2/3, a perfect order happens by chance 1 time in 6" if k == MIN_ENCODERS else ""
+
+
+def verdict(row: dict[str, Any], *, caveat: bool = True) -> str:
+    """One line on a (proxy, downstream) row: agrees / weak / disagrees, or why there is no statistic;
+    `caveat=False` leaves `chance_caveat` out (said once for several verdicts)."""
     proxy, label, k = row["proxy"], LABELS.get(row["downstream"], row["downstream"]), row["k"]
     tau, rho = row["kendall_tau"], row["spearman_rho"]
     if k < MIN_ENCODERS:
@@ -135,8 +141,8 @@ def verdict(row: dict[str, Any]) -> str:
     if tau is None or np.isnan(tau):
         return f"{proxy}: undefined against {label}: one of the two is the same for all K={k} encoders"
     word = "agrees with" if tau >= AGREES else "disagrees with" if tau < DISAGREES else "weak against"
-    caveat = "; K=3: tau moves in steps of 2/3, a perfect order happens by chance 1 time in 6" if k == MIN_ENCODERS else ""
-    return f"{proxy}: {word} {label} (tau {tau:+.2f}, rho {rho:+.2f}, K={k}){caveat}"
+    said = chance_caveat(k) if caveat else ""
+    return f"{proxy}: {word} {label} (tau {tau:+.2f}, rho {rho:+.2f}, K={k})" + (f"; {said}" if said else "")
 
 
 def headline_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
