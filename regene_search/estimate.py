@@ -279,11 +279,13 @@ def lsdm_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> fl
 
 
 def generate_estimate(ctx: StageContext, cost: TrialCost, decode: float, slots: int, device: torch.device) -> StageEstimate:
+    from .stages.generate import GenerateSettings
+
     spec, data = ctx.spec, ctx.data
     per_strategy = generated_per_strategy(spec, data.num_classes)
     encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
     # The image step's thresholds: the holdout images reconstructed by each decoder and classified (none with the paper's rule).
-    decoders = 0 if spec.generate_threshold is not None or spec.image_threshold == "holdout" else 1 + ("lr-livae" in spec.generators)
+    decoders = 1 + ("lr-livae" in spec.generators) if GenerateSettings.from_spec(spec).reconstructs_holdout else 0
     reconstructed = decoders * len(data.val_x) * (decode + cost.infer_image)
     one = encoded * cost.infer_image + reconstructed + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
     lsdm = lsdm_seconds(ctx, cost, device) if "lsdm" in spec.generators else 0.0

@@ -37,6 +37,7 @@ each described in docs/results.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,11 @@ class GenerateSettings:
             raise UserError(f"generate threshold must be in [0, 1], got {self.threshold}")
         if self.image_threshold not in IMAGE_THRESHOLDS:
             raise UserError(f"image threshold must be one of {', '.join(IMAGE_THRESHOLDS)}, got {self.image_threshold!r}")
+
+    @property
+    def reconstructs_holdout(self) -> bool:
+        """Whether the image step's thresholds come from each decoder's reconstructions of the holdout images."""
+        return self.threshold is None and self.image_threshold == "reconstructions"
 
     @classmethod
     def from_spec(cls, spec: Any) -> GenerateSettings:
@@ -193,7 +199,7 @@ def image_thresholds(
     """`holdout` with the image step's threshold set by `settings.image_threshold`: with "reconstructions",
     the classifier's mean confidence for each class on `reconstructions()`, the decoder's uint8
     reconstructions of the holdout images (in `ctx.data.val_x` order)."""
-    if settings.threshold is not None or settings.image_threshold == "holdout":
+    if not settings.reconstructs_holdout:
         return holdout
     data = ctx.data
     confidence = true_class_confidence(image_logits(classifier, reconstructions(), device), data.val_y)
@@ -446,8 +452,8 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
         classifier = load_classifier(load_checkpoint(classifier_path, "run the search stage first"), device)
         decoder = load_decoder(load_checkpoint(ctx.paths.decoder_checkpoint(trial_id), "run the decoder stage first"), device)
         holdout = holdout_thresholds(ctx, classifier, settings, device)
-        val_latents = encode_all(classifier, ctx.data.val_x, device).cpu()
-        thresholds = image_thresholds(ctx, classifier, settings, holdout, lambda: decode_all(decoder, val_latents, device), device)
+        val_latents = functools.cache(lambda: encode_all(classifier, ctx.data.val_x, device).cpu())  # only if a rule reconstructs, once
+        thresholds = image_thresholds(ctx, classifier, settings, holdout, lambda: decode_all(decoder, val_latents(), device), device)
         rows, figures, strategies = [], [], {}
         if "convex" in settings.strategies:
             latents = TrainLatents(classifier, ctx.data.train_x, used, device)
@@ -461,7 +467,7 @@ def generate_stage(ctx: StageContext) -> dict[str, Any]:
             own, own_thresholds = decoder, thresholds
             if strategy == "lr-livae":  # it decodes [z_s, z_u] with its own decoder, whose reconstructions set its image threshold
                 own, encoder_u = load_decoder(lr_livae, device), load_nuisance_encoder(lr_livae, device)
-                own_thresholds = image_thresholds(ctx, classifier, settings, holdout, lambda: reconstruct(own, encoder_u, val_latents, ctx.data.val_x, device), device)
+                own_thresholds = image_thresholds(ctx, classifier, settings, holdout, lambda: reconstruct(own, encoder_u, val_latents(), ctx.data.val_x, device), device)
             latents, classes, codes = sampled_latents(strategy, gaussians, ctx, settings, lsdms.get(trial_id), lr_livae["u_dim"] if lr_livae else 0, device)
             part, images = filtered_rows(ctx, trial_id, strategy, classifier, own, latents, classes, own_thresholds, device, codes=codes)
             figures += write_strategy_grid(ctx, trial_id, strategy, part, images, settings)
