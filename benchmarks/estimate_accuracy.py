@@ -1,9 +1,10 @@
 """The start-up estimate against the measured wall time, stage by stage, of real runs.
 
-    .venv/bin/python benchmarks/estimate_accuracy.py [--runs mnist:smoke cifar10:smoke] [--repeats 1]
+    .venv/bin/python benchmarks/estimate_accuracy.py [--runs mnist:smoke cifar10:smoke] [--repeats 1] [--finished RUN_DIR ...]
 
 Each run is the real CLI (`regene-search run DATASET --budget B`, every stage, its own Ray) with the
-estimate on; each stage's `estimated_seconds` and `seconds` come from its stages.json. The target
+estimate on; each stage's `estimated_seconds` and `seconds` come from its stages.json.
+`--finished` reads runs already made instead (`--runs` with no pair runs none). The target
 (issue 18) is every stage within +-30 %. The judge's one-time training is counted where the run
 paid it: a run whose judge is cached (a second run on the same data) estimates and pays none.
 Writes results/estimate_accuracy.json.
@@ -35,15 +36,40 @@ def run_once(dataset: str, budget: str, results: Path, name: str) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(f"{dataset} {budget} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    stages = json.loads((results / dataset / name / "stages.json").read_text())
-    rows = [{"stage": s, "estimated": stages[s].get("estimated_seconds"), "measured": stages[s]["seconds"]} for s in STAGES if s in stages]
-    return {"dataset": dataset, "budget": budget, "wall": time.time() - started, "load_after": list(os.getloadavg()), "stages": rows}
+    return {"dataset": dataset, "budget": budget, "wall": time.time() - started, "load_after": list(os.getloadavg()), "stages": stage_rows(results / dataset / name)}
+
+
+def stage_rows(run_dir: Path) -> list[dict]:
+    stages = json.loads((run_dir / "stages.json").read_text())
+    # `estimated`: the one the stage started with (after the search, for the promoted encoders); `at_start`: the run's first.
+    return [{"stage": s, "estimated": stages[s].get("estimated_seconds"), "at_start": stages[s].get("estimated_seconds_at_start", stages[s].get("estimated_seconds")),
+             "measured": stages[s]["seconds"]} for s in STAGES if s in stages]
+
+
+def finished_run(run_dir: Path) -> dict:
+    """A run already made (e.g. an hour-long one, its judge cached): its run.json and stages.json."""
+    spec = json.loads((run_dir / "run.json").read_text())
+    spec = spec.get("spec", spec)
+    return {"dataset": spec["dataset"], "budget": spec["budget"], "run_dir": str(run_dir), "stages": stage_rows(run_dir)}
+
+
+def print_run(run: dict, title: str) -> None:
+    print(f"\n{run['dataset']} {run['budget']} ({title})")
+    print(f"{'stage':<9} {'at start':>9} {'ratio':>6} {'estimate':>9} {'ratio':>6} {'measured':>9}")
+    seconds = lambda v: f"{v:>8.0f}s" if v else f"{'-':>9}"  # noqa: E731
+    ratio = lambda e, m: f"{e / m:>6.2f}" if e else f"{'-':>6}"  # noqa: E731
+    for row in run["stages"]:
+        start, est, measured = row.get("at_start"), row["estimated"], row["measured"]
+        print(f"{row['stage']:<9} {seconds(start)} {ratio(start, measured)} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
+    start, est, measured = (sum(r.get(k) or 0 for r in run["stages"]) for k in ("at_start", "estimated", "measured"))
+    print(f"{'all':<9} {seconds(start)} {ratio(start, measured)} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=["mnist:smoke", "cifar10:smoke"], help="DATASET:BUDGET pairs")
+    parser.add_argument("--runs", nargs="*", default=["mnist:smoke", "cifar10:smoke"], help="DATASET:BUDGET pairs")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--finished", nargs="*", type=Path, default=[], help="run folders already made, read instead of run")
     parser.add_argument("--out", type=Path, default=RESULTS / "estimate_accuracy.json")
     args = parser.parse_args()
     info, found = machine(), []
@@ -52,14 +78,10 @@ def main() -> None:
         for pair in args.runs:
             dataset, budget = pair.split(":")
             found.append(run_once(dataset, budget, results, f"est-{budget}-{repeat}"))
-            print(f"\n{dataset} {budget} (repeat {repeat}, load after {found[-1]['load_after'][0]:.1f})")
-            print(f"{'stage':<9} {'estimate':>9} {'measured':>9} {'ratio':>6}")
-            for row in found[-1]["stages"]:
-                ratio = row["estimated"] / row["measured"] if row["estimated"] else float("nan")
-                print(f"{row['stage']:<9} {row['estimated'] or float('nan'):>8.0f}s {row['measured']:>8.0f}s {ratio:>6.2f}")
-            total_e = sum(r["estimated"] or 0 for r in found[-1]["stages"])
-            total_m = sum(r["measured"] for r in found[-1]["stages"])
-            print(f"{'all':<9} {total_e:>8.0f}s {total_m:>8.0f}s {total_e / total_m:>6.2f}")
+            print_run(found[-1], f"repeat {repeat}, load after {found[-1]['load_after'][0]:.1f}")
+    for run_dir in args.finished:
+        found.append(finished_run(run_dir))
+        print_run(found[-1], str(run_dir))
     write_json(args.out, {"machine": info, "runs": found})
 
 

@@ -192,6 +192,18 @@ BUDGETS: dict[str, Budget] = {
         neutral_epochs=2,
         lsdm_steps=1000,
     ),
+    # About an hour of every stage for CIFAR-10 on 2 CPU cores (issue 18 item 2), the cached judge aside.
+    "cpu-hour": Budget(
+        name="cpu-hour",
+        train_images=10000,
+        val_images=2000,
+        max_epochs=6,
+        trials=6,
+        probe=ProbeConfig(train_images=1024, val_images=256, steps=60),
+        decoder_epochs=12,
+        neutral_epochs=12,
+        lsdm_steps=1500,
+    ),
     "default": Budget(
         name="default",
         train_images=20000,

@@ -14,6 +14,11 @@ this machine's device, at the thread count a trial gets, and counts the work eac
   promoted encoder, plus the neutral classifier's one-time training when it is not cached.
 - generate / evaluate: decoding and judging every generation, and the LSDM generator's updates.
 
+Before the search the promoted encoder is unknown, so the later stages are timed with the median
+of the drawn configurations (and the decoder, LSDM and decoding costs scale with its latent
+size and depth). Once the search has promoted its encoders (`promoted_configs`), the pipeline
+estimates the remaining stages again with those.
+
 The start-up constants are measured on the reference machine (`benchmarks/README.md`,
 trial_throughput); every other figure is timed here, before the run.
 """
@@ -35,8 +40,10 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from .config import Budget, RunSpec, TrialConfig
+from .errors import RunDirError
 from .data.dataset import ImageData
 from .models import CLASSIFIER_FORMAT, Classifier, Decoder, DecoderConfig
+from .results import read_parquet
 from .runtime import EVAL_BATCH, on_device, pick_device, to_float
 from .search.space import load_space
 from .stages.context import StageContext
@@ -232,21 +239,33 @@ def promoted_count(spec: RunSpec) -> int:
     return max(3, spec.promote_top) if spec.promote == "front" else spec.promote_top
 
 
-def decoder_estimate(ctx: StageContext, cost: TrialCost, judge: JudgeCost, backbone: dict[str, Any], slots: int, device: torch.device) -> StageEstimate:
+def promoted_configs(ctx: StageContext) -> list[TrialConfig]:
+    """The configurations of the encoders the search promoted (empty before the search has promoted any)."""
+    if not ctx.paths.pareto.exists():
+        return []
+    try:
+        ids = set(ctx.promoted_checkpoints())
+    except RunDirError:
+        return []
+    rows = read_parquet(ctx.paths.trials).to_pylist()
+    return [TrialConfig.from_dict({k.removeprefix("param_"): v for k, v in row.items() if k.startswith("param_")}) for row in rows if row["trial_id"] in ids]
+
+
+def decoder_estimate(ctx: StageContext, encoders: list[TrialCost], judge: JudgeCost, backbone: dict[str, Any], slots: int, device: torch.device) -> StageEstimate:
     from .stages.decoder import DecoderTraining, decoder_images, decoder_kinds, train_decoder
 
     spec, data = ctx.spec, ctx.data
     training = DecoderTraining(epochs=spec.resolved_budget.decoder_epochs, base_width=spec.decoder_width)
     images = len(decoder_images(data))
-    encoder = encoder_stand_in(cost.config, data)
     batches = 3
     tiny = stand_in(data, batches * training.batch_size, 16)
     tasks = []
     for kind in decoder_kinds(tuple(spec.generators)):
-        _, rows = train_decoder(tiny, "estimate", encoder, dataclasses.replace(training, epochs=2), backbone, kind, device=device)
-        batch = rows[-1]["seconds"] / batches  # the second epoch: kernels warm
-        encode = (images + len(data.val_x)) * cost.infer_image
-        tasks += [encode + training.epochs * math.ceil(images / training.batch_size) * batch] * promoted_count(spec)
+        for cost in encoders:
+            _, rows = train_decoder(tiny, "estimate", encoder_stand_in(cost.config, data), dataclasses.replace(training, epochs=2), backbone, kind, device=device)
+            batch = rows[-1]["seconds"] / batches  # the second epoch: kernels warm
+            encode = (images + len(data.val_x)) * cost.infer_image
+            tasks.append(encode + training.epochs * math.ceil(images / training.batch_size) * batch)
     judge_first = judge.training if backbone["state"] is judge.state else 0.0  # the decoder stage trains the judge first
     wall = judge_first + placed_on_slots(tasks, slots)
     detail = f"{len(tasks)} decoder(s) x {training.epochs} epochs on {images} images" + (f", the judge's one-time training first ({duration_text(judge_first)})" if judge_first else "")
@@ -278,7 +297,7 @@ def lsdm_seconds(ctx: StageContext, cost: TrialCost, device: torch.device) -> fl
     return rows[-1]["seconds"] / steps * ctx.spec.resolved_budget.lsdm_steps  # a loss row's `seconds` covers its own `log_every` updates: the second, warm one
 
 
-def generate_estimate(ctx: StageContext, cost: TrialCost, decode: float, slots: int, device: torch.device) -> StageEstimate:
+def generate_estimate(ctx: StageContext, encoders: list[TrialCost], decodes: list[float], slots: int, device: torch.device) -> StageEstimate:
     from .stages.generate import GenerateSettings
 
     spec, data = ctx.spec, ctx.data
@@ -286,19 +305,24 @@ def generate_estimate(ctx: StageContext, cost: TrialCost, decode: float, slots: 
     encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
     # The image step's thresholds: the holdout images reconstructed by each decoder and classified (none with the paper's rule).
     decoders = 1 + ("lr-livae" in spec.generators) if GenerateSettings.from_spec(spec).reconstructs_holdout else 0
-    reconstructed = decoders * len(data.val_x) * (decode + cost.infer_image)
-    one = encoded * cost.infer_image + reconstructed + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
-    lsdm = lsdm_seconds(ctx, cost, device) if "lsdm" in spec.generators else 0.0
-    wall = placed_on_slots([lsdm] * promoted_count(spec), slots) + promoted_count(spec) * (one + FIGURE_SECONDS * (2 + len(spec.generators)))
+    lsdm, rest = [], 0.0
+    for cost, decode in zip(encoders, decodes):
+        reconstructed = decoders * len(data.val_x) * (decode + cost.infer_image)
+        rest += encoded * cost.infer_image + reconstructed + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
+        rest += FIGURE_SECONDS * (2 + len(spec.generators))
+        if "lsdm" in spec.generators:
+            lsdm.append(lsdm_seconds(ctx, cost, device))
+    wall = (placed_on_slots(lsdm, slots) if lsdm else 0.0) + rest
     return StageEstimate("generate", wall, f"{len(spec.generators)} strategies x {per_strategy} images per encoder" + (", the LSDM generator trained first" if lsdm else ""))
 
 
-def evaluate_estimate(ctx: StageContext, cost: TrialCost, decode: float, judge: JudgeCost, decoder_trains_judge: bool) -> StageEstimate:
+def evaluate_estimate(ctx: StageContext, encoders: list[TrialCost], decodes: list[float], judge: JudgeCost, decoder_trains_judge: bool) -> StageEstimate:
     spec, data = ctx.spec, ctx.data
     generated = len(spec.generators) * generated_per_strategy(spec, data.num_classes)
-    per_encoder = len(data.test_x) * (cost.infer_image + decode + judge.infer_image) + generated * judge.infer_image + FIGURE_SECONDS * (3 + len(spec.generators))
+    per_encoder = [len(data.test_x) * (cost.infer_image + decode + judge.infer_image) + generated * judge.infer_image + FIGURE_SECONDS * (3 + len(spec.generators))
+                   for cost, decode in zip(encoders, decodes)]
     training = 0.0 if decoder_trains_judge else judge.training
-    wall = training + len(data.test_x) * judge.infer_image + promoted_count(spec) * per_encoder
+    wall = training + len(data.test_x) * judge.infer_image + sum(per_encoder)
     return StageEstimate("evaluate", wall, f"the judge on {len(data.test_x)} test images and {generated} generations per encoder" + (f", after its one-time training ({duration_text(training)})" if training else ""))
 
 
@@ -308,24 +332,30 @@ def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: to
     spec, data = ctx.spec, ctx.data
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
+    measure = lambda c: measure_trial(c, spec.resolved_budget, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, device=device)  # noqa: E731
     try:
-        configs = drawn_configs(spec, spec.resolved_trials)
-        costs = [measure_trial(c, spec.resolved_budget, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, device=device) for c in configs[:MEASURED_CONFIGS]]
-        typical = sorted(costs, key=lambda c: c.train_batch / c.config.batch_size)[len(costs) // 2]  # the median encoder stands for the promoted one
         found = []
-        if "search" in stages:
-            found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))
+        promoted = [] if "search" in stages else promoted_configs(ctx)
+        if promoted:  # the later stages of a searched run: its own encoders
+            encoders = [measure(c) for c in promoted]
+        else:
+            configs = drawn_configs(spec, spec.resolved_trials)
+            costs = [measure(c) for c in configs[:MEASURED_CONFIGS]]
+            if "search" in stages:
+                found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))
+            typical = sorted(costs, key=lambda c: c.train_batch / c.config.batch_size)[len(costs) // 2]  # the median encoder stands for the promoted one
+            encoders = [typical] * promoted_count(spec)
         judge = judge_cost(ctx, device) if {"decoder", "evaluate"} & set(stages) else None
         decoder_trains_judge = False
         if "decoder" in stages:
             backbone = perceptual_stand_in(ctx, judge)
-            found.append(decoder_estimate(ctx, typical, judge, backbone, slots, device))
+            found.append(decoder_estimate(ctx, encoders, judge, backbone, slots, device))
             decoder_trains_judge = backbone["state"] is judge.state
-        decode = decode_seconds(ctx, typical, device) if {"generate", "evaluate"} & set(stages) else 0.0
+        decodes = [decode_seconds(ctx, cost, device) for cost in encoders] if {"generate", "evaluate"} & set(stages) else []
         if "generate" in stages:
-            found.append(generate_estimate(ctx, typical, decode, slots, device))
+            found.append(generate_estimate(ctx, encoders, decodes, slots, device))
         if "evaluate" in stages:
-            found.append(evaluate_estimate(ctx, typical, decode, judge, decoder_trains_judge))
+            found.append(evaluate_estimate(ctx, encoders, decodes, judge, decoder_trains_judge))
         return found
     finally:
         torch.set_num_threads(threads)
@@ -335,11 +365,11 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def print_estimate(estimates: list[StageEstimate], console: Console, *, budget: str, measured_in: float) -> None:
+def print_estimate(estimates: list[StageEstimate], console: Console, *, budget: str, measured_in: float, title: str = "estimate") -> None:
     """One line per stage; a warning when the stages need more than `WARN_HOURS` without a GPU."""
     total = sum(s.seconds for s in estimates)
     where = "this machine's GPU" if torch.cuda.is_available() else "this machine (no GPU)"
-    console.print(f"estimate: about {duration_text(total)} on {where}, from {measured_in:.0f} s of timed training steps")
+    console.print(f"{title}: about {duration_text(total)} on {where}, from {measured_in:.0f} s of timed training steps")
     for stage in estimates:
         console.print(f"  {stage.stage:<9} {duration_text(stage.seconds):>7}  {stage.detail}", markup=False, highlight=False)
     if total >= WARN_HOURS * 3600 and not torch.cuda.is_available():

@@ -158,11 +158,15 @@ def run_pipeline(
                     raise UserError(f"run folder {paths.dir} already holds a run: pick another --name or continue it with --resume")
                 write_json(run_record(spec), paths.run_json)
             ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
-            estimates = estimate_stages(ctx, todo) if estimate and address is None else {}
+            estimate = estimate and address is None
+            estimates = estimate_stages(ctx, todo) if estimate else {}
+            at_start = dict(estimates)
             for stage in todo:
                 paths.dir.check_free_space(resume_hint)
                 started = time.time()
                 status[stage] = {"status": "running", "started": started} | ({"estimated_seconds": estimates[stage]} if stage in estimates else {})
+                if stage in at_start and at_start[stage] != estimates[stage]:
+                    status[stage]["estimated_seconds_at_start"] = at_start[stage]
                 write_json(status, paths.stages_json)
                 console.rule(f"stage {stage}")
                 try:
@@ -192,12 +196,15 @@ def run_pipeline(
                 console.print(f"stage {stage} done in {time.time() - started:.1f} s")
                 write_report(paths, console)
                 log.sync()
+                later = todo[todo.index(stage) + 1 :]
+                if stage == "search" and estimate and later:  # the promoted encoders are known now: time them
+                    estimates |= estimate_stages(ctx, later, title="estimate for the promoted encoder(s)")
     finally:
         cluster.disconnect()
     return status
 
 
-def estimate_stages(ctx: StageContext, stages: list[str]) -> dict[str, float]:
+def estimate_stages(ctx: StageContext, stages: list[str], title: str = "estimate") -> dict[str, float]:
     """Print each stage's estimated wall time on this machine; stage -> seconds. An estimate that
     fails costs one line, never the run."""
     from .estimate import estimate_run, print_estimate
@@ -209,7 +216,7 @@ def estimate_stages(ctx: StageContext, stages: list[str]) -> dict[str, float]:
     except Exception as exc:  # noqa: BLE001 -- an estimate is advice; the run goes on without it
         ctx.console.print(f"[yellow]no estimate: {escape(one_line(exc))}[/yellow]")
         return {}
-    print_estimate(found, ctx.console, budget=ctx.spec.budget, measured_in=time.perf_counter() - started)
+    print_estimate(found, ctx.console, budget=ctx.spec.budget, measured_in=time.perf_counter() - started, title=title)
     return {e.stage: e.seconds for e in found}
 
 

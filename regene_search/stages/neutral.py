@@ -122,7 +122,7 @@ RECIPES = {
     # A wider, longer judge where trials get a GPU (not measured on a GPU here).
     "gpu": JudgeRecipe(name="gpu", depth=20, width=64, epochs=30, batch_size=512, lr=0.8),
 }
-COMPETENT_BUDGETS = {"default", "paper"}  # the budgets whose runs get the "cpu" or "gpu" judge; the others "quick"
+COMPETENT_BUDGETS = {"cpu-hour", "default", "paper"}  # the budgets whose runs get the "cpu" or "gpu" judge; the others "quick"
 
 
 def judge_recipe(spec: RunSpec) -> JudgeRecipe:

@@ -57,7 +57,8 @@ def test_the_cache_key_changes_when_any_recipe_field_changes():
 
 def test_the_budget_and_device_choose_the_recipe_and_a_whole_split_judge_serves_every_seed(tmp_path, mnist_2k, tiny_budget):
     spec = lambda **f: context(tmp_path, mnist_2k, **f).spec  # noqa: E731
-    assert judge_recipe(spec(budget="default")) == RECIPES["cpu"] and judge_recipe(spec(budget="paper", gpus_per_trial=1.0)) == RECIPES["gpu"]
+    assert judge_recipe(spec(budget="default")) == RECIPES["cpu"] == judge_recipe(spec(budget="cpu-hour"))
+    assert judge_recipe(spec(budget="paper", gpus_per_trial=1.0)) == RECIPES["gpu"]
     assert judge_recipe(spec(budget="default", neutral_depth=20)).depth == 20
     smoke = judge_recipe(spec(budget="smoke", seed=4))
     assert smoke.name == "quick" and not smoke.whole_split and (smoke.epochs, smoke.seed) == (BUDGETS["smoke"].neutral_epochs, 4)
