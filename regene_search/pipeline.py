@@ -238,6 +238,8 @@ def sigterm_as_ctrl_c() -> Iterator[list[int]]:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         received.append(signum)
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            raise KeyboardInterrupt  # a background job (`cmd &`, nohup) ignores SIGINT: raising it would do nothing
         signal.raise_signal(signal.SIGINT)
 
     if threading.current_thread() is not threading.main_thread():

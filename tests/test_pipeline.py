@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -300,3 +301,22 @@ def test_every_generation_strategy_through_the_cli_is_judged_by_every_metric(smo
     assert "generations-n2.png" in figures and {f"generations-{s}.png" for s in GENERATORS if s != "convex"} <= figures
     show = subprocess.run([*CLI, "show", str(run_dir)], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert re.search(rf"^neutral accuracy on accepted generations(\s+[\d.]+ [✓✗]){{{len(GENERATORS)}}}$", show.stdout, re.M), show.stdout
+
+
+def test_sigterm_stops_a_driver_that_ignores_sigint():
+    """A driver started in the background (`cmd &`, nohup, a batch script) ignores SIGINT; SIGTERM,
+    which takes Ctrl-C's path, must still stop it (it used to re-raise as the ignored SIGINT)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from regene_search.pipeline import sigterm_as_ctrl_c\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "with sigterm_as_ctrl_c() as received:\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.exit(0 if received == [signal.SIGTERM] else 3)\n"
+        "sys.exit(4)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -7,7 +7,10 @@ and decodes [z_s, z_u]. Our interpretation (their text here is an abstract):
 - z_s is the frozen ReGene classifier's latent; its per-class Gaussians are fitted after the
   fact (`gaussian.ClassGaussians`) instead of being learned with the encoder by label supervision.
 - z_u comes from `NuisanceEncoder`, the project's VGG-style classifier body (models.Classifier,
-  no head) whose dense layer gives (mu, logvar); z_u = mu + exp(logvar / 2) * eps.
+  no head) whose dense layer gives (mu, logvar); z_u = mu + exp(logvar / 2) * eps. It has the
+  classifier's depth but is slimmer (`nuisance_config`: one conv per block, at most
+  `NUISANCE_WIDTH` base channels): 8 units of style need less than the class does, and a copy
+  of a wide searched classifier made an lr-livae epoch cost 3x the ReGene decoder's.
 - The decoder is the project's (`stages.decoder.LatentDecoder` over `models.Decoder`) with a wider
   input, [z_s, z_u]: the standardisation of z_s it was trained with, and none for z_u.
 - Loss = the ReGene decoder's scheduled reconstruction loss (MAE + SSIM + perceptual,
@@ -39,6 +42,12 @@ from .gaussian import ClassGaussians
 # style (stroke, slant, thickness) while z_s (64+ units) carries the class.
 U_DIM = 8
 KL_BETA = 1.0
+NUISANCE_WIDTH = 16
+
+
+def nuisance_config(encoder: EncoderConfig) -> EncoderConfig:
+    """E_u's body: the classifier's depth (so it pools to the same size), slimmed (see the module docstring)."""
+    return dataclasses.replace(encoder, convs_per_block=1, base_width=min(encoder.base_width, NUISANCE_WIDTH), dropout=0.0)
 
 
 class NuisanceEncoder(nn.Module):

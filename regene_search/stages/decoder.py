@@ -207,6 +207,7 @@ def train_decoder(
         from ..generators import lr_livae  # it builds on this module, so it is imported here, not at the top
 
         model = on_device(lr_livae.split_decoder(config, mean, std, lr_livae.U_DIM), device)
+        encoder_config = lr_livae.nuisance_config(encoder_config)
         nuisance = on_device(lr_livae.NuisanceEncoder(encoder_config, lr_livae.U_DIM), device)
         kl_weight = lr_livae.kl_weight_for(data.channels, data.image_size)
         parameters = [*model.parameters(), *nuisance.parameters()]

@@ -12,6 +12,7 @@ from regene_search.generators.lr_livae import (
     NuisanceEncoder,
     kl_to_standard_normal,
     lr_livae_loss,
+    nuisance_config,
     reparameterise,
     sample_images,
     sample_latents,
@@ -23,6 +24,17 @@ from regene_search.runtime import encode_all, on_device, to_float
 
 CPU = torch.device("cpu")
 MNIST_ENCODER = EncoderConfig(image_size=28, channels=1, num_classes=10, blocks=2, base_width=8, latent_dim=32)
+
+
+def test_the_nuisance_encoder_keeps_the_classifiers_depth_and_is_slimmer():
+    wide = EncoderConfig(image_size=32, channels=3, num_classes=10, blocks=3, convs_per_block=2, base_width=64, latent_dim=1024, dropout=0.3)
+    slim = nuisance_config(wide)
+    assert (slim.blocks, slim.convs_per_block, slim.base_width, slim.dropout) == (3, 1, 16, 0.0)
+    assert nuisance_config(MNIST_ENCODER) == MNIST_ENCODER  # already slim: unchanged
+    size = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert size(NuisanceEncoder(slim, 8)) * 10 < size(Classifier(wide))
+    mu, logvar = NuisanceEncoder(slim, 8)(torch.rand(2, 3, 32, 32))
+    assert mu.shape == logvar.shape == (2, 8)
 
 
 def test_kl_equals_torch_distributions_and_vanishes_at_the_prior():
