@@ -7,11 +7,12 @@ this machine's device, at the thread count a trial gets, and counts the work eac
   sampler explores, not one default). For each, a classifier training step at its batch size,
   its inference per image and a probe-decoder step; a trial-epoch is its training batches, the
   validation pass, the probe's encodes and the probe's steps. Trials are placed on the
-  concurrent slots in order (so a long last trial shows as a straggler), plus Ray's start and
-  each worker's start-up. ASHA schedulers are counted by the epochs their rungs let a trial run
-  on average (1 / reduction factor of trials pass each rung).
-- decoder: the stage decoder's training step (with its perceptual loss) x epochs x batches, per
-  promoted encoder, plus the neutral classifier's one-time training when it is not cached.
+  concurrent slots in order (so a long last trial shows as a straggler), plus each worker's
+  start-up (Ray itself starts before the stage's clock does). ASHA schedulers are counted by
+  the epochs their rungs let a trial run on average (1 / reduction factor of trials pass each rung).
+- decoder: the stage decoder's training steps x batches, with the perceptual loss in every
+  epoch but the last (its schedule), per promoted encoder, plus the neutral classifier's one-time
+  training when it is not cached.
 - generate / evaluate: decoding and judging every generation, and the LSDM generator's updates.
 
 Before the search the promoted encoder is unknown, so the later stages are timed with the median
@@ -19,7 +20,7 @@ of the drawn configurations (and the decoder, LSDM and decoding costs scale with
 size and depth). Once the search has promoted its encoders (`promoted_configs`), the pipeline
 estimates the remaining stages again with those.
 
-The start-up constants are measured on the reference machine (`benchmarks/README.md`,
+The worker start-up constant is measured on the reference machine (`benchmarks/README.md`,
 trial_throughput); every other figure is timed here, before the run.
 """
 
@@ -49,7 +50,6 @@ from .search.space import load_space
 from .stages.context import StageContext
 
 MEASURED_CONFIGS = 4
-RAY_START_SECONDS = 12.0  # ray.init with the dashboard, 2 cores (benchmarks/README.md, trial_throughput)
 WORKER_START_SECONDS = 18.0  # a fresh worker imports torch, Ray Tune, Optuna and the package, then fetches the data
 WARN_HOURS = 1.0
 PNG_SECONDS = 2e-4  # encoding one small generation as PNG for generations.parquet
@@ -166,7 +166,7 @@ def search_estimate(spec: RunSpec, configs: list[TrialConfig], costs: list[Trial
     for i, config in enumerate(configs):  # configurations beyond the measured ones take their costs in turn
         epochs = scheduled_epochs(config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor)
         durations.append(epochs * costs[i % len(costs)].epoch_seconds(budget, train_images, val_images))
-    wall = RAY_START_SECONDS + WORKER_START_SECONDS + placed_on_slots(durations, slots)
+    wall = WORKER_START_SECONDS + placed_on_slots(durations, slots)  # Ray itself is up before the first stage starts its clock
     per_epoch = statistics.median(c.epoch_seconds(budget, train_images, val_images) for c in costs)
     return StageEstimate("search", wall, f"{len(configs)} trials, {slots} at once, ~{per_epoch:.0f} s per trial-epoch")
 
@@ -262,10 +262,14 @@ def decoder_estimate(ctx: StageContext, encoders: list[TrialCost], judge: JudgeC
     tasks = []
     for kind in decoder_kinds(tuple(spec.generators)):
         for cost in encoders:
-            _, rows = train_decoder(tiny, "estimate", encoder_stand_in(cost.config, data), dataclasses.replace(training, epochs=2), backbone, kind, device=device)
-            batch = rows[-1]["seconds"] / batches  # the second epoch: kernels warm
+            # Three short epochs: the second (kernels warm) pays the perceptual term, as every epoch
+            # but the last does (LossSchedule); the third, like the last, skips its backbone.
+            _, rows = train_decoder(tiny, "estimate", encoder_stand_in(cost.config, data), dataclasses.replace(training, epochs=3), backbone, kind, device=device)
+            perceptual, pixels_only = rows[1]["seconds"] / batches, rows[2]["seconds"] / batches
+            per_epoch = math.ceil(images / training.batch_size)
             encode = (images + len(data.val_x)) * cost.infer_image
-            tasks.append(encode + training.epochs * math.ceil(images / training.batch_size) * batch)
+            last = pixels_only if training.epochs > 1 else perceptual
+            tasks.append(encode + per_epoch * ((training.epochs - 1) * perceptual + last))
     judge_first = judge.training if backbone["state"] is judge.state else 0.0  # the decoder stage trains the judge first
     wall = judge_first + placed_on_slots(tasks, slots)
     detail = f"{len(tasks)} decoder(s) x {training.epochs} epochs on {images} images" + (f", the judge's one-time training first ({duration_text(judge_first)})" if judge_first else "")
