@@ -48,8 +48,7 @@ def stage_rows(run_dir: Path) -> list[dict]:
 
 def finished_run(run_dir: Path) -> dict:
     """A run already made (e.g. an hour-long one, its judge cached): its run.json and stages.json."""
-    spec = json.loads((run_dir / "run.json").read_text())
-    spec = spec.get("spec", spec)
+    spec = json.loads((run_dir / "run.json").read_text())["spec"]
     return {"dataset": spec["dataset"], "budget": spec["budget"], "run_dir": str(run_dir), "stages": stage_rows(run_dir)}
 
 
