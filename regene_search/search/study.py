@@ -58,13 +58,38 @@ def load_study(run_dir: Location | str | os.PathLike) -> optuna.Study:
 
 def trial_numbers(paths: RunPaths) -> dict[str, int]:
     """Tune trial id -> Optuna trial number; empty before the study exists."""
-    if not journal_path(paths).exists():
-        return {}
-    try:
-        study = optuna.load_study(study_name=study_name(paths), storage=storage(paths))
-    except KeyError:  # no trial suggested yet
-        return {}
-    return {t.user_attrs[TRIAL_ID_ATTR]: t.number for t in study.get_trials(deepcopy=False) if TRIAL_ID_ATTR in t.user_attrs}
+    return TrialNumbers(paths).read()
+
+
+class TrialNumbers:
+    """Tune trial id -> Optuna trial number for a reader that asks again and again (the live tables).
+
+    The journal stays open: Optuna's JournalStorage replays only the lines added since its last
+    read, where `optuna.load_study` replays the whole file (0.35 s at 1,000 trials). A trial's
+    number never changes, so the journal is read only when a trial id is new."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        self.known: dict[str, int] = {}
+        self._journal: JournalStorage | None = None
+        self._study_id: int | None = None
+
+    def __call__(self, trial_ids: list[str]) -> dict[str, int]:
+        """The numbers, read again only if one of `trial_ids` is not known yet."""
+        return self.known if all(t in self.known for t in trial_ids) else self.read()
+
+    def read(self) -> dict[str, int]:
+        if self._study_id is None:
+            if not journal_path(self.paths).exists():
+                return self.known
+            self._journal = self._journal or storage(self.paths)
+            try:
+                self._study_id = self._journal.get_study_id_from_name(study_name(self.paths))
+            except KeyError:  # no trial suggested yet
+                return self.known
+        trials = self._journal.get_all_trials(self._study_id, deepcopy=False)
+        self.known.update({t.user_attrs[TRIAL_ID_ATTR]: t.number for t in trials if TRIAL_ID_ATTR in t.user_attrs})
+        return self.known
 
 
 def fail_orphans(paths: RunPaths, trial_ids: set[str]) -> int:

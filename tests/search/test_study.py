@@ -11,7 +11,7 @@ import pytest
 from regene_search.results import write_json
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
-from regene_search.search.study import STUDY_FILE, load_study, storage, study_name, sync, trial_numbers
+from regene_search.search.study import STUDY_FILE, TrialNumbers, load_study, storage, study_name, sync, trial_numbers
 from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
 
 from ..conftest import new_run_folder
@@ -66,6 +66,22 @@ def test_no_study_yet_means_no_numbers(tmp_path):
     assert trial_numbers(paths) == {}
     with pytest.raises(KeyError):
         load_study(paths.dir)
+
+
+def test_the_live_reader_keeps_the_journal_open_and_reads_it_only_for_a_new_trial(tmp_path):
+    paths = run_folder(tmp_path, "live")
+    live = TrialNumbers(paths)
+    assert live(["t_a"]) == {}  # no journal yet
+    searcher = searcher_for(paths)
+    for k, trial_id in enumerate(["t_a", "t_b", "t_c"]):
+        searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, scores(0.9, 0.1, 0.2))
+        assert live([f"t_{c}" for c in "abc"[: k + 1]]) == trial_numbers(paths)  # the same as reading it all afresh
+    replayed = live._journal._replay_result.log_number_read
+    searcher.suggest("t_d")  # new lines in the journal
+    assert live(["t_a", "t_c"]) == {"t_a": 0, "t_b": 1, "t_c": 2}
+    assert live._journal._replay_result.log_number_read == replayed  # every id asked for is known: not read
+    assert live(["t_d"])["t_d"] == 3 and live._journal._replay_result.log_number_read > replayed
 
 
 def test_a_study_on_an_object_store_is_uploaded_and_read_back_elsewhere(s3_root, tmp_path, monkeypatch):
