@@ -3,9 +3,10 @@
 Nothing is taken from a table of speeds: the estimate times the models the run will train, on
 this machine's device, at the thread count a trial gets, and counts the work each stage does.
 
-- search: `MEASURED_CONFIGS` configurations drawn from the run's own search space (the spread a
-  sampler explores, not one default). For each, a classifier training step at its batch size,
-  its inference per image and a probe-decoder step; a trial-epoch is its training batches, the
+- search: the configurations the run's own searcher suggests first (`suggested_configs`: its
+  seeded start-up draws, so the run's first trials exactly), `MEASURED_CONFIGS` of them timed.
+  For each, a classifier training step at its batch size, its inference per image and a
+  probe-decoder step; a trial-epoch is its training batches, the
   validation pass, the probe's encodes and the probe's steps. Trials are placed on the
   concurrent slots in order (so a long last trial shows as a straggler), plus each worker's
   start-up (Ray itself starts before the stage's clock does). ASHA schedulers are counted by
@@ -16,7 +17,7 @@ this machine's device, at the thread count a trial gets, and counts the work eac
 - generate / evaluate: decoding and judging every generation, and the LSDM generator's updates.
 
 Before the search the promoted encoder is unknown, so the later stages are timed with the median
-of the drawn configurations (and the decoder, LSDM and decoding costs scale with its latent
+of the suggested configurations (and the decoder, LSDM and decoding costs scale with its latent
 size and depth). Once the search has promoted its encoders (`promoted_configs`), the pipeline
 estimates the remaining stages again with those.
 
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -119,16 +119,20 @@ def measure_trial(config: TrialConfig, budget: Budget, *, image_size: int, chann
     return TrialCost(config, seconds_per_call(train_step), seconds_per_call(infer) / EVAL_BATCH, seconds_per_call(probe_step, repeats=2))
 
 
-def drawn_configs(spec: RunSpec, count: int) -> list[TrialConfig]:
-    """`count` configurations drawn from the run's search space with the run's seed, clamped to the budget."""
+def suggested_configs(spec: RunSpec, count: int) -> list[TrialConfig]:
+    """The first `count` configurations the run's own searcher suggests (its sampler, seed and space),
+    clamped to the budget as the trainable clamps them. With no result told, the sampler stays in
+    its seeded start-up draws: the run's first trials exactly, and for the trials a sampler later
+    picks from results, further draws of the same kind."""
+    from .search.tuner import make_searcher, quiet_tune_output
+    from .stages.search import settings_for
+
+    quiet_tune_output()  # as the search stage does: no "new study created" line
+    searcher = make_searcher(dataclasses.replace(settings_for(spec, None), max_concurrent=count)).searcher  # past the concurrency limiter
     space = load_space(Path(spec.space_path))
-    rng = np.random.default_rng([spec.seed, 31])
-    fields = TrialConfig.__dataclass_fields__
-    draws = []
-    for _ in range(count):
-        point = {name: domain.sample(rng) for name, domain in space.params.items()} | dict(space.fixed)
-        draws.append(spec.resolved_budget.clamp(TrialConfig.from_dict({k: v for k, v in point.items() if k in fields})))
-    return draws
+    searcher.set_search_properties(None, None, space.to_tune())
+    # Tune adds the space's fixed values to what the searcher suggests.
+    return [spec.resolved_budget.clamp(TrialConfig.from_dict(dict(space.fixed) | searcher.suggest(f"estimate-{i}"))) for i in range(count)]
 
 
 def scheduled_epochs(epochs: int, scheduler: str, grace_period: int, reduction_factor: float) -> float:
@@ -345,7 +349,7 @@ def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: to
         if promoted:  # the later stages of a searched run: its own encoders
             encoders = [measure(c) for c in promoted]
         else:
-            configs = drawn_configs(spec, spec.resolved_trials)
+            configs = suggested_configs(spec, spec.resolved_trials)
             costs = [measure(c) for c in configs[:MEASURED_CONFIGS]]
             if "search" in stages:
                 found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))

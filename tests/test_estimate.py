@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from regene_search.config import BUDGETS, RunSpec, TrialConfig
-from regene_search.estimate import drawn_configs, measure_trial, placed_on_slots, scheduled_epochs
+from regene_search.estimate import measure_trial, placed_on_slots, scheduled_epochs, suggested_configs
 from regene_search.search.space import default_space_path, load_space
 
 
@@ -25,11 +25,12 @@ def test_trials_fill_the_first_free_slot_in_order():
     assert placed_on_slots([2, 2], 1) == 4
 
 
-def test_drawn_configs_come_from_the_runs_space_and_budget():
+def test_suggested_configs_come_from_the_runs_space_seed_and_budget():
     spec = _spec(trials=12)
     space = load_space(default_space_path("mnist"))
-    configs = drawn_configs(spec, 12)
-    assert len(configs) == 12 and configs == drawn_configs(spec, 12)  # seeded
+    configs = suggested_configs(spec, 12)
+    assert len(configs) == 12 and configs == suggested_configs(spec, 12)  # seeded
+    assert configs != suggested_configs(_spec(trials=12, seed=1), 12)
     assert all(c.epochs <= BUDGETS["smoke"].max_epochs for c in configs)
     for name, domain in space.params.items():
         values = {getattr(c, name) for c in configs}
@@ -38,6 +39,7 @@ def test_drawn_configs_come_from_the_runs_space_and_budget():
         else:
             assert min(values) >= domain.low and max(values) <= domain.high
     assert len({(c.blocks, c.base_width, c.latent_dim, c.batch_size) for c in configs}) > 1  # a spread, not one default
+    assert all(getattr(c, name) == value for c in configs for name, value in space.fixed.items())  # as Tune adds them
 
 
 def test_a_wider_model_measures_slower_per_batch():

@@ -266,6 +266,18 @@ def test_pareto_prints_the_live_front_while_the_search_runs(smoke_search_run):
     assert "the search is still running: " in mid.stdout  # read at the first live write, minutes before the last trial ends
 
 
+def test_the_estimate_timed_the_configurations_the_search_started_with(smoke_search_run):
+    from regene_search.config import RunSpec, TrialConfig
+    from regene_search.estimate import suggested_configs
+    from regene_search.search.tuner import make_sampler
+
+    spec = RunSpec.from_json(json.loads((smoke_search_run.run_dir / "run.json").read_text())["spec"])
+    trials = pd.read_parquet(smoke_search_run.run_dir / "trials.parquet").sort_values("optuna_trial")
+    ran = [TrialConfig.from_dict({k.removeprefix("param_"): v for k, v in row.items() if k.startswith("param_")}) for row in trials.to_dict("records")]
+    startup = make_sampler(spec.sampler, seed=spec.seed, trials=spec.resolved_trials, startup_trials=spec.startup_trials)._n_startup_trials
+    assert startup >= 2 and suggested_configs(spec, len(ran))[:startup] == ran[:startup]
+
+
 def test_the_optuna_study_holds_every_trial_with_the_values_of_trials_parquet(smoke_search_run):
     run_dir = smoke_search_run.run_dir
     trials = pd.read_parquet(run_dir / "trials.parquet")
