@@ -4,7 +4,8 @@ Nothing is taken from a table of speeds: the estimate times the models the run w
 this machine's device, at the thread count a trial gets, and counts the work each stage does.
 
 - search: the configurations the run's own searcher suggests first (`suggested_configs`: its
-  seeded start-up draws, so the run's first trials exactly), `MEASURED_CONFIGS` of them timed.
+  seeded start-up draws, so the run's first trials exactly), `MEASURED_CONFIGS` of them timed;
+  the trials the sampler will pick from results get the median timed trial.
   For each, a classifier training step at its batch size, its inference per image and a
   probe-decoder step; a trial-epoch is its training batches, the
   validation pass, the probe's encodes and the probe's steps. Trials are placed on the
@@ -165,18 +166,20 @@ class StageEstimate:
 
 
 def search_estimate(spec: RunSpec, configs: list[TrialConfig], costs: list[TrialCost], *, train_images: int, val_images: int, slots: int) -> StageEstimate:
+    """Trials on `slots` in order. The sampler's random draws are the run's own (`suggested_configs`),
+    timed; the trials it picks from results cannot be known before, so the median timed trial
+    stands in for each (one more random draw is as likely to be the widest configuration)."""
+    from .search.tuner import random_draws
+
     budget = spec.resolved_budget
-    durations = []
-    for i, config in enumerate(configs):  # configurations beyond the measured ones take their costs in turn
-        epochs = scheduled_epochs(config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor)
-        durations.append(epochs * costs[i % len(costs)].epoch_seconds(budget, train_images, val_images))
+    timed = [scheduled_epochs(c.config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor) * c.epoch_seconds(budget, train_images, val_images) for c in costs]
+    # Suggested while fewer than the start-up trials have finished: drawn too.
+    drawn = min(len(configs), random_draws(spec.sampler, trials=len(configs), startup_trials=spec.startup_trials) + slots - 1, len(timed))
+    typical = statistics.median(timed)
+    durations = timed[:drawn] + [typical] * (len(configs) - drawn)
     wall = WORKER_START_SECONDS + placed_on_slots(durations, slots)  # Ray itself is up before the first stage starts its clock
     per_epoch = statistics.median(c.epoch_seconds(budget, train_images, val_images) for c in costs)
     return StageEstimate("search", wall, f"{len(configs)} trials, {slots} at once, ~{per_epoch:.0f} s per trial-epoch")
-
-
-
-
 
 
 # Images in a dataset's whole train + validation split: what a whole-split judge trains on.

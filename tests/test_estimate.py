@@ -42,6 +42,21 @@ def test_suggested_configs_come_from_the_runs_space_seed_and_budget():
     assert all(getattr(c, name) == value for c in configs for name, value in space.fixed.items())  # as Tune adds them
 
 
+def test_the_samplers_own_draws_are_timed_and_its_later_picks_get_the_median():
+    from regene_search.estimate import TrialCost, search_estimate
+
+    spec = _spec(trials=6)  # TPE with 2 start-up trials; 2 at once: the third is suggested while they run, so drawn too
+    configs = suggested_configs(spec, 6)
+
+    def estimate(seconds_per_batch: list[float]) -> float:
+        costs = [TrialCost(c, train_batch=b, infer_image=1e-4, probe_step=0.01) for c, b in zip(configs, seconds_per_batch)]
+        return search_estimate(spec, configs, costs, train_images=5000, val_images=1000, slots=2).seconds
+
+    base = estimate([0.1, 0.2, 0.3, 0.4])
+    assert estimate([0.1, 0.2, 0.3, 40.0]) == pytest.approx(estimate([0.1, 0.2, 0.3, 2.0]))  # the 4th is TPE's pick: it counts only through the median
+    assert estimate([0.1, 0.2, 3.0, 0.4]) > 2 * base  # the 3rd is the run's own draw: its cost counts in full
+
+
 def test_a_wider_model_measures_slower_per_batch():
     torch.set_num_threads(1)
     small = measure_trial(TrialConfig(blocks=2, base_width=8, latent_dim=32, batch_size=64), BUDGETS["smoke"], image_size=28, channels=1, num_classes=10, device=torch.device("cpu"))

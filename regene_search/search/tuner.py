@@ -109,15 +109,25 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+def random_draws(name: str, *, trials: int, startup_trials: int | None = None) -> int:
+    """How many trials the sampler draws at random from its seed before results steer it: TPE's
+    start-up trials, NSGA-II's first generation, every trial of the random sampler."""
     if name == "tpe":
-        startup = startup_trials if startup_trials is not None else max(2, min(10, trials // 3))
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        return startup_trials if startup_trials is not None else max(2, min(10, trials // 3))
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
+        return max(4, min(50, trials // 3))
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return trials
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    draws = random_draws(name, trials=trials, startup_trials=startup_trials)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=draws)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=draws)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_searcher(settings: SearchSettings, study: tuple[str, BaseStorage] | None = None) -> ConcurrencyLimiter:
