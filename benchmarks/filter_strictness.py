@@ -39,9 +39,8 @@ FRACTIONS = (0.5, 0.25, 0.1)
 FLOORS = (0.5, 0.7, 0.9)
 
 
-def confidences(paths: RunPaths, trial_id: str, strategy: str) -> torch.Tensor:
+def confidences(table: list[dict], trial_id: str, strategy: str) -> torch.Tensor:
     """The image step's confidence of each generation, in generations_of's order (the table's)."""
-    table = read_parquet(paths.generations, columns=["trial_id", "strategy", "image_confidence"]).to_pylist()
     return torch.tensor([r["image_confidence"] if r["image_confidence"] is not None else float("nan") for r in table
                          if r["trial_id"] == trial_id and r["strategy"] == strategy])
 
@@ -76,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     judge = load_neutral(load_checkpoint(cache_path(ctx, recipe), "the run's judge is not cached: run its evaluate stage first"), device).eval()
     promoted = list(ctx.promoted_checkpoints())
     out = {"run_dir": str(args.run_dir), "strategies": []}
+    generations = read_parquet(paths.generations, columns=["trial_id", "strategy", "image_confidence"]).to_pylist()
     for trial_id in promoted:
         for strategy, gens in generations_of(ctx, trial_id).items():
             logits, _ = predict(judge, gens["images"], device)
             correct, classes, accepted = logits.argmax(1) == gens["class"], gens["class"], gens["accepted"]
-            confidence = confidences(paths, trial_id, strategy)
+            confidence = confidences(generations, trial_id, strategy)
             rows = [row("none (every generation)", torch.ones_like(accepted), correct, classes, ctx.data.num_classes),
                     row("the run's filter", accepted, correct, classes, ctx.data.num_classes)]
             rows += [row(f"+ top {f:.0%} per class", top_per_class(accepted, classes, confidence, f), correct, classes, ctx.data.num_classes) for f in FRACTIONS]

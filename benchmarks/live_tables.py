@@ -74,16 +74,6 @@ def timed(function, *args):
     return value, time.perf_counter() - start
 
 
-def built_rows(live: stage.LiveTables, trials: list, history: dict, numbers: dict) -> tuple[list, list]:
-    """The rows as `LiveTables.__call__` builds them."""
-    rows, epochs = [], []
-    for trial in trials:
-        row, reports = live.trial_rows(trial, history[trial.trial_id], numbers.get(trial.trial_id))
-        rows.append(row)
-        epochs += reports
-    return stage.in_report_order(rows, epochs)
-
-
 def one_write(paths: RunPaths, live: stage.LiveTables, kept: study.TrialNumbers, trials: list, history: dict, new_id: str) -> dict[str, float]:
     """One write's parts; the ways before and after this change side by side."""
     seconds = {}
@@ -91,8 +81,8 @@ def one_write(paths: RunPaths, live: stage.LiveTables, kept: study.TrialNumbers,
     extra = optuna.load_study(study_name=study.study_name(paths), storage=study.storage(paths)).ask()  # one new trial since the last write
     extra.set_user_attr(study.TRIAL_ID_ATTR, new_id)
     numbers, seconds["numbers, kept"] = timed(kept, [t.trial_id for t in trials] + [new_id])
-    _, seconds["rows, afresh"] = timed(built_rows, stage.LiveTables(paths, live.budget, params=live.params), trials, history, numbers)  # configs were kept before too
-    (rows, epochs), seconds["rows, kept"] = timed(built_rows, live, trials, history, numbers)
+    _, seconds["rows, afresh"] = timed(stage.LiveTables(paths, live.budget, params=live.params).rows, trials, history, numbers)  # configs were kept before too
+    (rows, epochs), seconds["rows, kept"] = timed(live.rows, trials, history, numbers)
     (pareto, hv, _), seconds["ranks"] = timed(stage.pareto_rows, rows, None)
     _, seconds["parquet"] = timed(stage.write_tables, rows, epochs, pareto, hv, paths)
     return seconds
@@ -113,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             tune_trials, history = journal_and_trials(paths, trials, seed=0)
             live, kept = stage.LiveTables(paths, budget), study.TrialNumbers(paths)
             kept([t.trial_id for t in tune_trials])  # the first write's full read
-            built_rows(live, tune_trials, history, kept.known)  # and its rows
+            live.rows(tune_trials, history, kept.known)  # and its rows
             runs = [one_write(paths, live, kept, tune_trials, history, f"new{r}") for r in range(args.repeats)]
         out["runs"].append({"trials": trials, "seconds": runs})
         spread = {p: [r[p] * 1000 for r in runs] for p in PARTS}

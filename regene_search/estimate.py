@@ -29,6 +29,7 @@ trial_throughput); every other figure is timed here, before the run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -264,15 +265,17 @@ def decoder_estimate(ctx: StageContext, encoders: list[TrialCost], judge: JudgeC
     images = len(decoder_images(data))
     batches = 3
     tiny = stand_in(data, batches * training.batch_size, 16)
-    tasks, timed = [], {}
+    @functools.cache  # before the search every promoted encoder is the same stand-in: timed once
+    def batch_seconds(kind: str, config: TrialConfig) -> tuple[float, float]:
+        # Three short epochs: the second (kernels warm) pays the perceptual term, as every epoch
+        # but the last does (LossSchedule); the third, like the last, skips its backbone.
+        _, rows = train_decoder(tiny, "estimate", encoder_stand_in(config, data), dataclasses.replace(training, epochs=3), backbone, kind, device=device)
+        return rows[1]["seconds"] / batches, rows[2]["seconds"] / batches
+
+    tasks = []
     for kind in decoder_kinds(tuple(spec.generators)):
         for cost in encoders:
-            if (kind, cost.config) not in timed:  # before the search every promoted encoder is the same stand-in
-                # Three short epochs: the second (kernels warm) pays the perceptual term, as every epoch
-                # but the last does (LossSchedule); the third, like the last, skips its backbone.
-                _, rows = train_decoder(tiny, "estimate", encoder_stand_in(cost.config, data), dataclasses.replace(training, epochs=3), backbone, kind, device=device)
-                timed[kind, cost.config] = rows[1]["seconds"] / batches, rows[2]["seconds"] / batches
-            perceptual, pixels_only = timed[kind, cost.config]
+            perceptual, pixels_only = batch_seconds(kind, cost.config)
             per_epoch = math.ceil(images / training.batch_size)
             encode = (images + len(data.val_x)) * cost.infer_image
             last = pixels_only if training.epochs > 1 else perceptual
@@ -316,15 +319,14 @@ def generate_estimate(ctx: StageContext, encoders: list[TrialCost], decodes: lis
     encoded = len(data.train_x) + len(data.val_x)  # the class Gaussians' latents and the thresholds
     # The image step's thresholds: the holdout images reconstructed by each decoder and classified (none with the paper's rule).
     decoders = 1 + ("lr-livae" in spec.generators) if GenerateSettings.from_spec(spec).reconstructs_holdout else 0
-    lsdm, rest, lsdm_timed = [], 0.0, {}
+    lsdm, rest = [], 0.0
+    lsdm_timed = functools.cache(lambda cost: lsdm_seconds(ctx, cost, device))
     for cost, decode in zip(encoders, decodes):
         reconstructed = decoders * len(data.val_x) * (decode + cost.infer_image)
         rest += encoded * cost.infer_image + reconstructed + len(spec.generators) * per_strategy * (decode + cost.infer_image + PNG_SECONDS)
         rest += FIGURE_SECONDS * (2 + len(spec.generators))
         if "lsdm" in spec.generators:
-            if cost.config not in lsdm_timed:
-                lsdm_timed[cost.config] = lsdm_seconds(ctx, cost, device)
-            lsdm.append(lsdm_timed[cost.config])
+            lsdm.append(lsdm_timed(cost))
     wall = (placed_on_slots(lsdm, slots) if lsdm else 0.0) + rest
     return StageEstimate("generate", wall, f"{len(spec.generators)} strategies x {per_strategy} images per encoder" + (", the LSDM generator trained first" if lsdm else ""))
 
@@ -364,8 +366,8 @@ def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: to
             backbone = perceptual_stand_in(ctx, judge)
             found.append(decoder_estimate(ctx, encoders, judge, backbone, slots, device))
             decoder_trains_judge = backbone["state"] is judge.state
-        decode_timed = {cost.config: decode_seconds(ctx, cost, device) for cost in encoders} if {"generate", "evaluate"} & set(stages) else {}
-        decodes = [decode_timed[cost.config] for cost in encoders] if decode_timed else []
+        decode_timed = functools.cache(lambda cost: decode_seconds(ctx, cost, device))
+        decodes = [decode_timed(cost) for cost in encoders] if {"generate", "evaluate"} & set(stages) else []
         if "generate" in stages:
             found.append(generate_estimate(ctx, encoders, decodes, slots, device))
         if "evaluate" in stages:

@@ -243,16 +243,19 @@ class LiveTables:
         return study.TrialNumbers(self.paths)
 
     def __call__(self, trials: list, history: dict[str, dict[int, dict[str, Any]]]) -> None:
-        numbers = self.trial_numbers([trial.trial_id for trial in trials])
+        rows, epochs = self.rows(trials, history, self.trial_numbers([trial.trial_id for trial in trials]))
+        pareto, hv, _ = pareto_rows(rows, None)
+        write_tables(rows, epochs, pareto, hv, self.paths)
+        study.sync(self.paths)
+
+    def rows(self, trials: list, history: dict[str, dict[int, dict[str, Any]]], numbers: dict[str, int]) -> tuple[list[dict], list[dict]]:
+        """trials.parquet's and history.parquet's rows, in report order."""
         rows, epochs = [], []
         for trial in trials:
             row, reports = self.trial_rows(trial, history.get(trial.trial_id, {}), numbers.get(trial.trial_id))
             rows.append(row)
             epochs += reports
-        rows, epochs = in_report_order(rows, epochs)
-        pareto, hv, _ = pareto_rows(rows, None)
-        write_tables(rows, epochs, pareto, hv, self.paths)
-        study.sync(self.paths)
+        return in_report_order(rows, epochs)
 
     def trial_rows(self, trial, reports: dict[int, dict[str, Any]], optuna_trial: int | None) -> tuple[dict, list]:
         """The trial's trials.parquet row and history rows (a finished trial's from the cache)."""
