@@ -11,6 +11,7 @@ real schedulers (Tune's FIFO, `RecordingASHA` on joint_score, `ParetoASHA`), in 
 | random-asha, tpe-asha | random / tpe | `RecordingASHA`, joint_score, grace 1, rf 2, max_t = the table's epochs |
 | random-pareto-asha, tpe-pareto-asha | random / tpe | `ParetoASHA`, grace 1, rf 2, max_t = the table's epochs |
 | random-epsnet-asha, tpe-epsnet-asha | random / tpe | `EpsNetParetoASHA` (a variant: epsilon-net order inside fronts), same rungs |
+| any of the ASHA ones + `-g<grace>`, `-r<rf>`, `-w<warm-up>` | | other rungs, e.g. `random-asha-g2-r4-w2`: first rung at epoch 2, rf 4, no stop until 2 trials ran whole |
 
 Every search gets the same budget of trial-epochs, `--trials` x the table's epochs (FIFO runs
 `--trials` trials; the early-stopping methods as many as fit); the sampler is built for
@@ -29,6 +30,9 @@ value at the last epoch, over the recorded configurations (how far an early rung
     python benchmarks/search_efficiency.py --table benchmarks/data/cifar10_curves.parquet --seeds 20
     python benchmarks/search_efficiency.py --table benchmarks/data/mnist_curves.parquet --seeds 3 --methods random-fifo tpe-pareto-asha
 
+`--match fresh` gives each suggestion the nearest recorded configuration this search has not run
+yet (replay.py's docstring says why both rules are worth reading); its outputs end in `_fresh`.
+
 Writes to --out (default benchmarks/results), named after the table: search_efficiency_<table>.parquet
 (one row per reported epoch: method, seed, workers, trial_epochs, time, hypervolume, trial,
 config_id, epoch, decision), .png (hypervolume curves and the rank agreement), .json (summary).
@@ -39,10 +43,12 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import re
 import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,37 +58,70 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, table, write_json  # noqa: E402
-from replay import Table, replay  # noqa: E402
+from replay import MATCH_RULES, Table, replay  # noqa: E402
 
 from regene_search.search.pareto import OBJECTIVES, REFERENCE_POINT, hypervolume, to_minimisation  # noqa: E402
 from regene_search.search.schedulers import build_scheduler  # noqa: E402
 from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output  # noqa: E402
 
-# method -> (sampler, scheduler kind)
-METHODS = {
-    "random-fifo": ("random", "fifo"),
-    "tpe-fifo": ("tpe", "fifo"),
-    "nsga2-fifo": ("nsga2", "fifo"),
-    "random-asha": ("random", "asha"),
-    "tpe-asha": ("tpe", "asha"),
-    "random-pareto-asha": ("random", "pareto-asha"),
-    "tpe-pareto-asha": ("tpe", "pareto-asha"),
-    "random-epsnet-asha": ("random", "epsnet-asha"),  # variants designed to win (regene_search/search/epsnet_asha.py)
-    "tpe-epsnet-asha": ("tpe", "epsnet-asha"),
-}
+# Scheduler variants: "<sampler>-<scheduler>" with ASHA's rungs at grace 1, rf 2, or "-g<grace>" / "-r<rf>"
+# appended (e.g. random-asha-g3-r3: first rung at epoch 3, about 1 in 3 trials continues at each rung).
+SAMPLERS = ("random", "tpe", "nsga2")
+SCHEDULER_KINDS = ("fifo", "asha", "pareto-asha", "epsnet-asha")
+METHODS = [
+    "random-fifo", "tpe-fifo", "nsga2-fifo",
+    "random-asha", "tpe-asha", "random-pareto-asha", "tpe-pareto-asha",
+    "random-epsnet-asha", "tpe-epsnet-asha",  # variants designed to win (regene_search/search/epsnet_asha.py)
+    # ... and rungs set from the CIFAR-10 table's rank agreement: first rung at epoch 2, 1 in 4 go on,
+    # 2 trials run whole before any stop (the warm-up alone, the rungs alone, both; with TPE and epsnet)
+    "random-asha-g1-r2-w2", "random-asha-g2-r4", "random-asha-g2-r4-w2", "tpe-asha-g2-r4-w2", "random-epsnet-asha-g2-r4-w2",
+]
 BASELINE = "random-fifo"
 COLOURS = {"random-fifo": "black", "tpe-fifo": "tab:blue", "nsga2-fifo": "tab:purple", "random-asha": "tab:olive",
            "tpe-asha": "tab:orange", "random-pareto-asha": "tab:cyan", "tpe-pareto-asha": "tab:green",
-           "random-epsnet-asha": "tab:pink", "tpe-epsnet-asha": "tab:red"}
+           "random-epsnet-asha": "tab:pink", "tpe-epsnet-asha": "tab:red", "random-asha-g2-r4-w2": "tab:brown"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared method, parsed from its name."""
+
+    name: str
+    sampler: str
+    scheduler: str
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    warmup_trials: int = 0
+
+    @classmethod
+    def parse(cls, name: str) -> Method:
+        match = re.fullmatch(r"(\w+?)-([a-z-]+?)(?:-g(\d+))?(?:-r(\d+(?:\.\d+)?))?(?:-w(\d+))?", name)
+        if not match or match[1] not in SAMPLERS or match[2] not in SCHEDULER_KINDS:
+            raise argparse.ArgumentTypeError(f"method {name!r}: expected <{'|'.join(SAMPLERS)}>-<{'|'.join(SCHEDULER_KINDS)}>[-g<grace>][-r<rf>]")
+        if match[2] == "fifo" and (match[3] or match[4] or match[5]):
+            raise argparse.ArgumentTypeError(f"method {name!r}: FIFO has no rungs")
+        return cls(name, match[1], match[2], int(match[3] or 1), float(match[4] or 2), int(match[5] or 0))
+
+    def scheduler_for(self, max_t: int):
+        """`build_scheduler` (what runs use) under this benchmark's names, with max_t = the table's epochs."""
+        kind = {"epsnet-asha": "pareto-asha-epsnet"}.get(self.scheduler, self.scheduler)
+        return build_scheduler(kind, max_t, grace_period=self.grace_period, reduction_factor=self.reduction_factor,
+                               warmup_trials=self.warmup_trials)
+
+
+def colour(method: str, methods: list[str]) -> str:
+    if method in COLOURS:
+        return COLOURS[method]
+    import matplotlib
+
+    others = [m for m in methods if m not in COLOURS]
+    return matplotlib.colormaps["tab20b"](others.index(method) / max(1, len(others) - 1))
+
+
 FRACTIONS = (1 / 8, 1 / 4, 1 / 3, 1 / 2, 1)
 CURVE_WORKERS = 2  # the hypervolume-vs-trial-epochs figures come from the 2-worker replays
 
 _TABLE: Table | None = None  # set before the process pool forks, so workers share it
-
-
-def make_scheduler(kind: str, max_t: int):
-    """`build_scheduler` (what runs use) under this benchmark's method names, with max_t = the table's epochs."""
-    return build_scheduler({"epsnet-asha": "pareto-asha-epsnet"}.get(kind, kind), max_t)
 
 
 def hypervolume_curve(reports: list[dict]) -> np.ndarray:
@@ -112,13 +151,13 @@ def _matters(point: np.ndarray, others: np.ndarray, reference: np.ndarray) -> bo
     return not np.any(np.all(others <= point, axis=1))
 
 
-def run_one(task: tuple[str, int, int, int]) -> pd.DataFrame:
+def run_one(task: tuple[str, int, int, int, str]) -> pd.DataFrame:
     """One replayed search -> its reports with the hypervolume after each."""
-    method, seed, workers, trials = task
-    sampler, kind = METHODS[method]
+    method, seed, workers, trials, match = task
+    spec = Method.parse(method)
     quiet_tune_output()
-    searcher = make_searcher(SearchSettings(trials=trials, sampler=sampler, max_concurrent=workers, seed=seed))
-    result = replay(_TABLE, searcher, make_scheduler(kind, _TABLE.epochs), workers=workers, trial_epoch_budget=trials * _TABLE.epochs)
+    searcher = make_searcher(SearchSettings(trials=trials, sampler=spec.sampler, max_concurrent=workers, seed=seed))
+    result = replay(_TABLE, searcher, spec.scheduler_for(_TABLE.epochs), workers=workers, trial_epoch_budget=trials * _TABLE.epochs, match=match)
     frame = pd.DataFrame(result.reports)
     frame["hypervolume"] = hypervolume_curve(result.reports)
     frame.insert(0, "workers", workers)
@@ -225,8 +264,8 @@ def plot(frames: pd.DataFrame, summary: dict, agreement: pd.DataFrame, methods: 
     for method in methods:
         stack = np.array([on_grid(g, budget) for _, g in curves[curves["method"] == method].groupby("seed")])
         q1, q2, q3 = np.percentile(stack, [25, 50, 75], axis=0)
-        ax.plot(x, q2, color=COLOURS[method], ls="--" if method == BASELINE else "-", lw=2 if method == BASELINE else 1.5, label=method)
-        ax.fill_between(x, q1, q3, color=COLOURS[method], alpha=0.10, lw=0)
+        ax.plot(x, q2, color=colour(method, methods), ls="--" if method == BASELINE else "-", lw=2 if method == BASELINE else 1.5, label=method)
+        ax.fill_between(x, q1, q3, color=colour(method, methods), alpha=0.10, lw=0)
     ax.axhline(summary["target_hv"], color="grey", ls=":", lw=1, label=f"target: random-fifo median final HV {summary['target_hv']:.4f}")
     ax.axvline(budget / 3, color="grey", ls="-.", lw=0.8, label="1/3 of the budget")
     ax.set_xlabel(f"trial-epochs ({CURVE_WORKERS} workers, simulated arrival order)")
@@ -263,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per method (default 20)")
     parser.add_argument("--trials", type=int, default=24, help="budget = trials x the table's epochs trial-epochs (default 24)")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 16], help="simulated workers (default 2 16; 2 is required)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", type=lambda name: Method.parse(name).name, default=METHODS,
+                        help="<sampler>-<scheduler>[-g<grace>][-r<rf>] (default: the 9 base methods, grace 1, rf 2)")
     parser.add_argument("--cost", choices=("cpu_seconds", "seconds"), default="cpu_seconds", help="per-epoch time (default cpu_seconds)")
+    parser.add_argument("--match", choices=MATCH_RULES, default="nearest",
+                        help="a suggestion gets the nearest recorded configuration, or the nearest this search has not run yet (fresh)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -277,11 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     partial = _TABLE.dataset == "cifar10" and n_configs < 96 or _TABLE.dataset == "mnist" and n_configs < 40
     label = f"{args.table.name}: {n_configs} configurations x {_TABLE.epochs} epochs{' (PARTIAL: recording not finished)' if partial else ''}"
     print(f"{label}; budget {args.trials} x {_TABLE.epochs} = {budget} trial-epochs per search; {len(methods)} methods x "
-          f"{len(seeds)} seeds x workers {args.workers}; epoch cost = {args.cost}", flush=True)
+          f"{len(seeds)} seeds x workers {args.workers}; epoch cost = {args.cost}; "
+          f"a suggestion gets the {'nearest recorded configuration not yet run' if args.match == 'fresh' else 'nearest recorded configuration'}", flush=True)
 
     # Slowest first (TPE with early stopping suggests the most trials), so the pool ends together.
-    tasks = sorted(((m, s, w, args.trials) for m in methods for s in seeds for w in args.workers),
-                   key=lambda t: (METHODS[t[0]][0] != "tpe", METHODS[t[0]][1] == "fifo"))
+    tasks = sorted(((m, s, w, args.trials, args.match) for m in methods for s in seeds for w in args.workers),
+                   key=lambda t: (Method.parse(t[0]).sampler != "tpe", Method.parse(t[0]).scheduler == "fifo"))
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         frames = pd.concat(list(pool.map(run_one, tasks, chunksize=1)), ignore_index=True)
     frames = frames.sort_values(["method", "seed", "workers", "trial_epochs"], ignore_index=True)
@@ -289,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     agreement = rank_agreement(_TABLE)
     replay_seconds = time.perf_counter() - began
 
-    stem = f"search_efficiency_{args.table.stem}"
+    stem = f"search_efficiency_{args.table.stem}" + ("_fresh" if args.match == "fresh" else "")
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / f".{stem}.parquet.tmp"
     pq.write_table(pa.Table.from_pandas(frames, preserve_index=False), tmp)

@@ -147,10 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, help="CPUs each trial holds (> 0; fractions share a core)")
     run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="fractions share a GPU between trials")
     run.add_argument("--max-concurrent", type=_positive_int, help="trials running at once (default: what the cluster holds)")
-    run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna multi-objective sampler")
-    run.add_argument("--scheduler", choices=SCHEDULERS, default="fifo", help="early stopping of running trials")
-    run.add_argument("--grace-period", type=_positive_int, help="ASHA schedulers: epochs before the first rung (default 1)")
-    run.add_argument("--reduction-factor", type=_above_one, help="ASHA schedulers: about 1 in this many trials continues at each rung (default 2)")
+    run.add_argument("--sampler", choices=SAMPLERS, help="Optuna multi-objective sampler (default: the budget's; see README)")
+    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping of running trials (default: the budget's)")
+    run.add_argument("--grace-period", type=_positive_int, help="ASHA schedulers: epochs before the first rung (default: the budget's, else 1)")
+    run.add_argument("--reduction-factor", type=_above_one, help="ASHA schedulers: about 1 in this many trials continues at each rung (default: the budget's, else 2)")
+    run.add_argument("--warmup-trials", type=_non_negative_int, help="ASHA schedulers: trials run to the end before any is stopped at a rung (default: the budget's, else 0)")
     run.add_argument("--startup-trials", type=_positive_int, help="--sampler tpe: random trials before TPE models (default trials/3, 2..10)")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
     run.add_argument(
@@ -252,14 +253,17 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise UserError(f"--promote front promotes every trial on the front: {flag} does not apply (use --promote knee|weighted with it)")
     if args.neutral_depth is not None and (args.neutral_depth < 8 or (args.neutral_depth - 2) % 6):
         raise UserError(f"--neutral-depth must be 6k+2 and >= 8 (8, 20, 32, 44, 56, ...), got {args.neutral_depth}")
-    if args.scheduler == "fifo" and (args.grace_period is not None or args.reduction_factor is not None):
-        flag = "--grace-period" if args.grace_period is not None else "--reduction-factor"
+    budget = BUDGETS[args.budget]
+    sampler, scheduler = args.sampler or budget.sampler, args.scheduler or budget.scheduler
+    rung_flags = {"--grace-period": args.grace_period, "--reduction-factor": args.reduction_factor, "--warmup-trials": args.warmup_trials}
+    if scheduler == "fifo" and any(value is not None for value in rung_flags.values()):
+        flag = next(flag for flag, value in rung_flags.items() if value is not None)
         raise UserError(f"{flag} applies to the ASHA schedulers; --scheduler fifo never stops a trial early (use --scheduler {'|'.join(s for s in SCHEDULERS if s != 'fifo')})")
-    max_epochs = BUDGETS[args.budget].max_epochs
+    max_epochs = budget.max_epochs
     if args.grace_period is not None and args.grace_period > max_epochs:
         raise UserError(f"--grace-period {args.grace_period} is beyond the {args.budget} budget's {max_epochs} epochs per trial")
-    if args.startup_trials is not None and args.sampler != "tpe":
-        raise UserError(f"--startup-trials applies to --sampler tpe; {args.sampler} has no start-up phase")
+    if args.startup_trials is not None and sampler != "tpe":
+        raise UserError(f"--startup-trials applies to --sampler tpe; {sampler} has no start-up phase")
     if args.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
     return RunSpec(
@@ -272,10 +276,11 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         seed=args.seed,
         labelled_fraction=args.labelled_fraction,
         trials=args.trials,
-        sampler=args.sampler,
-        scheduler=args.scheduler,
-        grace_period=args.grace_period or 1,
-        reduction_factor=args.reduction_factor or 2.0,
+        sampler=sampler,
+        scheduler=scheduler,
+        grace_period=args.grace_period or budget.grace_period,
+        reduction_factor=args.reduction_factor or budget.reduction_factor,
+        warmup_trials=args.warmup_trials if args.warmup_trials is not None else budget.warmup_trials,
         startup_trials=args.startup_trials,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,

@@ -174,11 +174,22 @@ class Budget:
     decoder_epochs: int = 5
     neutral_epochs: int = 3
     lsdm_steps: int = 1000  # generator updates of the lsdm strategy's latent generator
+    # The search the budget runs unless `run` says otherwise (benchmarks/README.md, search efficiency).
+    sampler: str = "tpe"
+    scheduler: str = "fifo"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    warmup_trials: int = 0
 
     def clamp(self, trial: TrialConfig) -> TrialConfig:
         """Cap a trial's epochs at the budget's maximum."""
         return dataclasses.replace(trial, epochs=min(trial.epochs, self.max_epochs))
 
+
+# The search that won on the CIFAR-10 learning-curve table (benchmarks/README.md, search efficiency;
+# issue 12): ASHA on joint_score, about 1 in 4 trials past each rung, no stop before 2 trials have
+# run to the end. Its first rung sat at 2 of 12 epochs; each budget sets its own at about 1/6-1/4.
+SEARCH_WINNER: dict[str, Any] = {"sampler": "random", "scheduler": "asha", "reduction_factor": 4.0, "warmup_trials": 2}
 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
@@ -213,6 +224,8 @@ BUDGETS: dict[str, Budget] = {
         probe=ProbeConfig(),
         decoder_epochs=20,
         neutral_epochs=10,
+        **SEARCH_WINNER,
+        grace_period=2,
     ),
     "paper": Budget(
         name="paper",
@@ -224,6 +237,8 @@ BUDGETS: dict[str, Budget] = {
         decoder_epochs=100,
         neutral_epochs=60,
         lsdm_steps=3000,
+        **SEARCH_WINNER,
+        grace_period=10,
     ),
 }
 
@@ -236,6 +251,20 @@ GENERATORS = ("convex", "gaussian", "lsdm", "lr-livae")
 # What the filter's image step holds a generation of class c to: the classifier's mean confidence on
 # the decoder's reconstructions of the holdout images of c (default), or on those images (the paper's).
 IMAGE_THRESHOLDS = ("reconstructions", "holdout")
+
+
+def scheduled_epochs(epochs: int, scheduler: str, grace_period: int, reduction_factor: float) -> float:
+    """Expected epochs a trial asking for `epochs` runs: all under FIFO; under ASHA, a 1 / reduction
+    factor share of trials passes each rung (grace, grace x rf, ...)."""
+    if scheduler == "fifo":
+        return float(epochs)
+    expected, survive, rung = 0.0, 1.0, grace_period
+    for epoch in range(1, epochs + 1):
+        expected += survive
+        if epoch == rung and epoch < epochs:
+            survive /= reduction_factor
+            rung = int(round(rung * reduction_factor))
+    return expected
 
 
 @dataclass(frozen=True)
@@ -255,6 +284,7 @@ class RunSpec:
     grace_period: int = 1  # epochs before an ASHA scheduler's first rung
     reduction_factor: float = 2.0  # ASHA's eta: about 1 in this many trials go on at each rung
     startup_trials: int | None = None  # TPE's random trials before it models (None: trials // 3, within 2..10)
+    warmup_trials: int = 0  # ASHA schedulers: trials run to the end before any is stopped at a rung
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -290,7 +320,14 @@ class RunSpec:
 
     @property
     def resolved_trials(self) -> int:
-        return self.trials if self.trials is not None else self.resolved_budget.trials
+        """`--trials`, else the budget's; an early-stopping scheduler gets as many trials as the budget's
+        trials would spend run whole (expected), so that it buys breadth, not a shorter search."""
+        if self.trials is not None:
+            return self.trials
+        budget = self.resolved_budget
+        each = scheduled_epochs(budget.max_epochs, self.scheduler, self.grace_period, self.reduction_factor)
+        whole = min(self.warmup_trials, budget.trials) if self.scheduler != "fifo" else budget.trials
+        return whole + round((budget.trials - whole) * budget.max_epochs / each)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "dataset": self.dataset.name}

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from .config import Budget, RunSpec, TrialConfig
+from .config import Budget, RunSpec, TrialConfig, scheduled_epochs
 from .errors import RunDirError
 from .data.dataset import ImageData
 from .models import CLASSIFIER_FORMAT, Classifier, Decoder, DecoderConfig
@@ -137,20 +137,6 @@ def suggested_configs(spec: RunSpec, count: int) -> list[TrialConfig]:
     return [spec.resolved_budget.clamp(TrialConfig.from_dict(dict(space.fixed) | searcher.suggest(f"estimate-{i}"))) for i in range(count)]
 
 
-def scheduled_epochs(epochs: int, scheduler: str, grace_period: int, reduction_factor: float) -> float:
-    """Expected epochs a trial asking for `epochs` runs: all under FIFO; under ASHA, a 1 / reduction
-    factor share of trials passes each rung (grace, grace x rf, ...)."""
-    if scheduler == "fifo":
-        return float(epochs)
-    expected, survive, rung = 0.0, 1.0, grace_period
-    for epoch in range(1, epochs + 1):
-        expected += survive
-        if epoch == rung and epoch < epochs:
-            survive /= reduction_factor
-            rung = int(round(rung * reduction_factor))
-    return expected
-
-
 def placed_on_slots(durations: list[float], slots: int) -> float:
     """Wall time of `durations` run in order, each on the first free of `slots` (what Tune does)."""
     free = [0.0] * max(1, slots)
@@ -173,7 +159,10 @@ def search_estimate(spec: RunSpec, configs: list[TrialConfig], costs: list[Trial
     from .search.tuner import random_draws
 
     budget = spec.resolved_budget
-    timed = [scheduled_epochs(c.config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor) * c.epoch_seconds(budget, train_images, val_images) for c in costs]
+    # The warm-up trials run to the end; later ones are expected to stop at the rungs.
+    epochs = [c.config.epochs if i < spec.warmup_trials else scheduled_epochs(c.config.epochs, spec.scheduler, spec.grace_period, spec.reduction_factor)
+              for i, c in enumerate(costs)]
+    timed = [e * c.epoch_seconds(budget, train_images, val_images) for e, c in zip(epochs, costs)]
     # Suggested while fewer than the start-up trials have finished: drawn too.
     drawn = min(len(configs), random_draws(spec.sampler, trials=len(configs), startup_trials=spec.startup_trials) + slots - 1, len(timed))
     typical = statistics.median(timed)

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from .config import STAGES
+from .config import STAGES, RunSpec
 from .results import RunPaths, read_parquet, read_run_record, read_stages
 from .search.pareto import OBJECTIVES
 from .stages import proxy
@@ -76,8 +76,8 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "versions": record.get("versions", {}),
         "search": {
             "sampler": spec.get("sampler"),
-            "scheduler": spec.get("scheduler"),
-            "trials_planned": spec.get("trials") or (record.get("budget") or {}).get("trials"),
+            "scheduler": scheduler_text(spec),
+            "trials_planned": planned_trials(spec, record),
             "trials": len(trials),
             "statuses": _counts(t.get("status") for t in trials),
             "trial_epochs": sum(t.get("epochs") or 0 for t in trials),
@@ -100,6 +100,23 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
 
 def _rows(path) -> list[dict[str, Any]]:
     return read_parquet(path).to_pylist() if path.exists() else []
+
+
+def scheduler_text(spec: dict[str, Any]) -> str | None:
+    """The scheduler and, for an ASHA one, its rungs: "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"."""
+    scheduler = spec.get("scheduler")
+    if scheduler in (None, "fifo"):
+        return f"{scheduler} scheduler"
+    warmup = spec.get("warmup_trials") or 0
+    return (f"{scheduler} scheduler (first rung at epoch {spec.get('grace_period', 1)}, 1 in {spec.get('reduction_factor', 2.0):g} go on"
+            + (f", {warmup} warm-up trials)" if warmup else ")"))
+
+
+def planned_trials(spec: dict[str, Any], record: dict[str, Any]) -> int | None:
+    try:
+        return RunSpec.from_json(spec).resolved_trials  # under early stopping, more than the budget's trials
+    except (TypeError, ValueError, KeyError):  # a run.json too old or too damaged to resolve
+        return spec.get("trials") or (record.get("budget") or {}).get("trials")
 
 
 def _counts(values) -> dict[str, int]:

@@ -135,8 +135,10 @@ BAD_RUNS = {
     "front with weights": lambda t: (["run", "shapes", "--promote", "front", "--promote-weights", "1,1,1"], "--promote-weights does not apply"),
     "knee with weights": lambda t: (["run", "shapes", "--promote-weights", "1,1,1"], "--promote-weights applies to --promote weighted"),
     "front with top K": lambda t: (["run", "shapes", "--promote", "front", "--promote-top", "5"], "--promote-top does not apply"),
-    "grace period with fifo": lambda t: (["run", "shapes", "--grace-period", "2"], "--grace-period applies to the ASHA schedulers"),
-    "reduction factor with fifo": lambda t: (["run", "shapes", "--reduction-factor", "3"], "--reduction-factor applies to the ASHA schedulers"),
+    "grace period with fifo": lambda t: (["run", "shapes", "--scheduler", "fifo", "--grace-period", "2"], "--grace-period applies to the ASHA schedulers"),
+    "warm-up with the smoke budget's fifo": lambda t: (["run", "shapes", "--budget", "smoke", "--warmup-trials", "2"], "--warmup-trials applies to the ASHA schedulers"),
+    "startup trials with the default budget's random sampler": lambda t: (["run", "shapes", "--startup-trials", "4"], "--startup-trials applies to --sampler tpe; random"),
+    "reduction factor with fifo": lambda t: (["run", "shapes", "--scheduler", "fifo", "--reduction-factor", "3"], "--reduction-factor applies to the ASHA schedulers"),
     "reduction factor of 1": lambda t: (["run", "shapes", "--scheduler", "asha", "--reduction-factor", "1"], "--reduction-factor: must be a number > 1"),
     "grace period beyond the budget": lambda t: (["run", "shapes", "--budget", "smoke", "--scheduler", "asha", "--grace-period", "3"], "beyond the smoke budget's 2 epochs"),
     "startup trials with random": lambda t: (["run", "shapes", "--sampler", "random", "--startup-trials", "4"], "--startup-trials applies to --sampler tpe"),
@@ -298,14 +300,18 @@ def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
     from regene_search.config import RunSpec
     from regene_search.search.tuner import make_sampler
 
-    args = ["run", "shapes", "--results", str(tmp_path), "--scheduler", "pareto-asha", "--grace-period", "2", "--reduction-factor", "3", "--startup-trials", "5"]
+    args = ["run", "shapes", "--results", str(tmp_path), "--scheduler", "pareto-asha", "--grace-period", "2", "--reduction-factor", "3", "--startup-trials", "5",
+            "--sampler", "tpe", "--warmup-trials", "0"]
     spec = _spec_from_args(build_parser().parse_args(args))
-    assert (spec.grace_period, spec.reduction_factor, spec.startup_trials) == (2, 3.0, 5)
+    assert (spec.grace_period, spec.reduction_factor, spec.startup_trials, spec.warmup_trials) == (2, 3.0, 5, 0)
     assert RunSpec.from_json(spec.to_json()) == spec
     assert make_sampler("tpe", seed=0, trials=40, startup_trials=spec.startup_trials)._n_startup_trials == 5
     assert make_sampler("tpe", seed=0, trials=40)._n_startup_trials == 10
-    default = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)]))
-    assert (default.grace_period, default.reduction_factor, default.startup_trials) == (1, 2.0, None)
+    default = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)]))  # the default budget's winner
+    assert (default.sampler, default.scheduler, default.grace_period, default.reduction_factor, default.warmup_trials) == ("random", "asha", 2, 4.0, 2)
+    assert default.resolved_trials == 52  # the 24 trials' 192 trial-epochs, spent on trials that mostly stop at epoch 2
+    smoke = _spec_from_args(build_parser().parse_args(["run", "shapes", "--budget", "smoke", "--results", str(tmp_path)]))
+    assert (smoke.sampler, smoke.scheduler, smoke.grace_period, smoke.reduction_factor, smoke.warmup_trials, smoke.resolved_trials) == ("tpe", "fifo", 1, 2.0, 0, 4)
 
 
 def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_own(tmp_path, capsys):

@@ -2,21 +2,13 @@ import pytest
 import torch
 
 from regene_search.config import BUDGETS, RunSpec, TrialConfig
-from regene_search.estimate import measure_trial, placed_on_slots, scheduled_epochs, suggested_configs
+from regene_search.estimate import measure_trial, placed_on_slots, suggested_configs
 from regene_search.search.space import default_space_path, load_space
 
 
 def _spec(dataset: str = "mnist", budget: str = "smoke", **kwargs) -> RunSpec:
     kwargs = {"results_root": "/tmp", "name": "x"} | kwargs
     return RunSpec(dataset=dataset, data_dir=None, budget=budget, space_path=str(default_space_path(dataset)), **kwargs)
-
-
-def test_fifo_runs_every_epoch_and_asha_halves_at_each_rung():
-    assert scheduled_epochs(8, "fifo", 1, 2) == 8
-    # rungs at 1, 2, 4: all run epoch 1, half epoch 2, a quarter epochs 3-4, an eighth 5-8
-    assert scheduled_epochs(8, "asha", 1, 2) == pytest.approx(1 + 0.5 + 0.25 * 2 + 0.125 * 4)
-    assert scheduled_epochs(8, "pareto-asha", 2, 3) == pytest.approx(2 + 4 / 3 + 2 / 9)  # rungs at 2 and 6
-    assert scheduled_epochs(1, "asha", 1, 2) == 1
 
 
 def test_trials_fill_the_first_free_slot_in_order():

@@ -15,7 +15,10 @@ recorded there so far, itself included:
 Decisions are asynchronous and never revised: trials let through early keep running even if
 later arrivals would have outranked them. Arrival order therefore matters in two ways only: who
 meets the ``n < reduction_factor`` grace, and as the last tie-break between equal (rank,
-crowding), where the earlier arrival wins. A trial that reports a `diverged` result or a
+crowding), where the earlier arrival wins. Until `warmup_trials` trials have run to the end (`max_t`, or their
+`planned_epochs`), a
+trial that would be stopped continues instead (its decision is logged with ``"warmup": True``);
+its record stays at the rung, so the trials after the warm-up are judged against it. A trial that reports a `diverged` result or a
 missing/non-finite objective is stopped at once and is not recorded at any rung, so it neither
 counts towards n nor takes a place. A trial reaching `max_t` is stopped as in ASHA.
 
@@ -49,6 +52,7 @@ class ParetoASHA(FIFOScheduler):
         max_t: trials are stopped once `time_attr` reaches it.
         grace_period: the first rung; no trial is stopped by rank before it.
         reduction_factor: about 1 / reduction_factor of the trials at a rung continue.
+        warmup_trials: no trial is stopped at a rung until this many trials have run to the end (max_t or their planned epochs).
         objectives: result keys of the objectives.
         modes: "max" or "min" for each objective.
     """
@@ -62,6 +66,7 @@ class ParetoASHA(FIFOScheduler):
         max_t: float,
         grace_period: float = 1,
         reduction_factor: float = 2,
+        warmup_trials: int = 0,
         objectives: Sequence[str] = OBJECTIVES,
         modes: Sequence[str] = MODES,
     ) -> None:
@@ -71,6 +76,8 @@ class ParetoASHA(FIFOScheduler):
             raise ValueError(f"max_t ({max_t}) must be >= grace_period ({grace_period})")
         if not reduction_factor > 1:
             raise ValueError(f"reduction_factor must be > 1, got {reduction_factor}")
+        if warmup_trials < 0:
+            raise ValueError(f"warmup_trials must be >= 0, got {warmup_trials}")
         objectives, modes = tuple(objectives), tuple(modes)
         if not objectives or len(objectives) != len(modes):
             raise ValueError(f"need one mode per objective, got objectives {objectives} and modes {modes}")
@@ -83,6 +90,8 @@ class ParetoASHA(FIFOScheduler):
         self._max_t = max_t
         self._grace_period = grace_period
         self._reduction_factor = reduction_factor
+        self.warmup_trials = warmup_trials
+        self._finished: set[str] = set()  # trials that reached max_t
         self._objectives = objectives
         self._modes = modes
         self._flip = np.array([mode == "max" for mode in modes])
@@ -123,6 +132,8 @@ class ParetoASHA(FIFOScheduler):
         if self._time_attr not in result or any(key not in result for key in self._objectives):
             return TrialScheduler.CONTINUE
         now = result[self._time_attr]
+        if now >= self._max_t or (self._time_attr == "epoch" and _last_planned(result, now)):
+            self.__dict__.setdefault("_finished", set()).add(trial_id)  # absent from schedulers pickled by older versions
         if now >= self._max_t:
             self._stopped.add(trial_id)
             self._num_stopped += 1
@@ -134,6 +145,8 @@ class ParetoASHA(FIFOScheduler):
         recorded[trial_id] = self._vector(result)
         decision = self._decide(trial_id, milestone, recorded)
         decision["time"] = now
+        if not decision["continued"] and self._warming_up():
+            decision["continued"] = decision["warmup"] = True
         self.decisions.append(decision)
         if decision["continued"]:
             return TrialScheduler.CONTINUE
@@ -171,6 +184,9 @@ class ParetoASHA(FIFOScheduler):
             self.__dict__.update(pickle.load(file))
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _warming_up(self) -> bool:
+        return len(getattr(self, "_finished", ())) < getattr(self, "warmup_trials", 0)  # absent before warm-ups existed
 
     def _pending_rung(self, trial_id: str, now: float) -> tuple[float, dict] | None:
         """The highest rung reached by `now`, if the trial is not yet recorded there."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ray import tune
@@ -14,14 +15,30 @@ if TYPE_CHECKING:
 
 
 class RecordingASHA(ASHAScheduler):
-    """ASHA on `joint_score` that records, per trial, the rung where it stopped and why."""
+    """ASHA on `joint_score` that records, per trial, the rung where it stopped and why.
 
-    def __init__(self, **kwargs) -> None:
+    `warmup_trials`: no trial is stopped at a rung until this many trials have run to the end
+    (`max_t` or their `planned_epochs`; Optuna's pruners call it n_startup_trials). Their results
+    are still recorded at every rung, so later trials are judged against them; with W workers and W warm-up trials, the search starts
+    as FIFO does instead of stopping its second trial on one epoch of evidence.
+    """
+
+    def __init__(self, *, warmup_trials: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.stop_reasons: dict[str, str] = {}
+        self.warmup_trials = warmup_trials
+        self._finished: set[str] = set()
+
+    def _warming_up(self) -> bool:
+        return len(getattr(self, "_finished", ())) < getattr(self, "warmup_trials", 0)  # absent before warm-ups existed
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
+        if result.get(self._time_attr, 0) >= self._max_t or result.get("epoch", 0) >= result.get("planned_epochs", math.inf):
+            self.__dict__.setdefault("_finished", set()).add(trial.trial_id)  # absent from schedulers pickled by older versions
+        elif decision == TrialScheduler.STOP and self._warming_up():
+            self._num_stopped -= 1  # still warming up: the rung has its record, the trial goes on
+            return TrialScheduler.CONTINUE
         if decision == TrialScheduler.STOP and result.get("epoch", 0) < result.get("planned_epochs", 0):
             self.stop_reasons[trial.trial_id] = (
                 f"asha: stopped at epoch {result['epoch']}: joint_score {result['joint_score']:.4f} below the rung cutoff"
@@ -48,16 +65,18 @@ class StopReasonCallback(tune.Callback):
 
 def make_scheduler(spec: RunSpec) -> TrialScheduler | None:
     """The run's `--scheduler` with its knobs, rung on `epoch` up to the budget's epochs."""
-    return build_scheduler(spec.scheduler, spec.resolved_budget.max_epochs, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+    return build_scheduler(spec.scheduler, spec.resolved_budget.max_epochs, grace_period=spec.grace_period,
+                           reduction_factor=spec.reduction_factor, warmup_trials=spec.warmup_trials)
 
 
-def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_factor: float = 2) -> TrialScheduler:
+def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_factor: float = 2, warmup_trials: int = 0) -> TrialScheduler:
     """FIFO, ASHA on joint_score, or pareto-asha (crowding or epsilon-net order within a front) on all three objectives.
 
     The one constructor of each: runs, benchmarks and their tests share it. `grace_period` epochs
-    before the first rung, `reduction_factor` between rungs (ASHA's `eta`).
+    before the first rung, `reduction_factor` between rungs (ASHA's `eta`), and no trial is stopped
+    at a rung before `warmup_trials` trials have run to `max_t`.
     """
-    rungs = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor}
+    rungs = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor, "warmup_trials": warmup_trials}
     if kind == "fifo":
         return FIFOScheduler()
     if kind == "asha":

@@ -88,6 +88,24 @@ def test_ties_go_to_the_lowest_config_id(tmp_path, space):
     assert table.nearest(BASE, space) == 0
 
 
+def test_excluded_configurations_are_skipped_until_none_is_left(tmp_path, space):
+    table = write_rows(tmp_path / "t_curves.parquet", [BASE, BASE | {"lr": 1e-2}, BASE | {"blocks": 2}])
+    assert table.nearest(BASE, space, {0}) == 1  # lr one decade (1/2) ties blocks 1 of 2 (1/2): the lowest id
+    assert table.nearest(BASE, space, {0, 2}) == 1
+    assert table.nearest(BASE, space, {0, 1, 2}) == 0  # all run: the plain nearest again
+
+
+def test_fresh_matching_runs_each_configuration_once_before_repeating_any(tmp_path, space):
+    table = rp.Table.load(write_table(tmp_path / "s_curves.parquet", space, configs=6, epochs=2))
+    nearest = rp.replay(table, searcher(trials=12, seed=1), FIFOScheduler(), workers=2, space=space, max_trials=12)
+    fresh = rp.replay(table, searcher(trials=12, seed=1), FIFOScheduler(), workers=2, space=space, max_trials=12, match="fresh")
+    assert len({t.config_id for t in nearest.trials[:6]}) < 6  # random draws repeat recorded curves under "nearest"
+    assert sorted(t.config_id for t in fresh.trials[:6]) == list(range(6))
+    assert len(fresh.trials) == 12  # then repeats are allowed
+    with pytest.raises(ValueError, match="match must be one of"):
+        rp.replay(table, searcher(), FIFOScheduler(), workers=1, space=space, max_trials=1, match="closest")
+
+
 # --- the table -------------------------------------------------------------------------------------
 
 
@@ -229,6 +247,18 @@ def test_search_efficiency_runs_end_to_end_on_a_small_table(tmp_path, space, cap
         assert (tmp_path / "out" / f"search_efficiency_small_curves.{suffix}").stat().st_size > 0
     frame = pd_read(tmp_path / "out" / "search_efficiency_small_curves.parquet")
     assert set(frame["workers"]) == {2, 16} and frame.groupby(["method", "seed", "workers"])["trial_epochs"].max().eq(16).all()
+
+
+def test_method_names_carry_the_rungs():
+    assert se.Method.parse("random-fifo") == se.Method("random-fifo", "random", "fifo", 1, 2.0)
+    assert se.Method.parse("tpe-epsnet-asha-g3-r3") == se.Method("tpe-epsnet-asha-g3-r3", "tpe", "epsnet-asha", 3, 3.0)
+    scheduler = se.Method.parse("random-pareto-asha-g2-r3").scheduler_for(12)
+    assert isinstance(scheduler, ParetoASHA) and scheduler.milestones == [2, 6]
+    asha = se.Method.parse("random-asha-g4").scheduler_for(12)
+    assert isinstance(asha, RecordingASHA) and sorted(m for m, _ in asha._brackets[0]._rungs) == [4, 8]
+    for bad in ("random-fifo-g2", "cmaes-fifo", "random-hyperband", "random-asha-g"):
+        with pytest.raises(Exception, match="method"):
+            se.Method.parse(bad)
 
 
 def pd_read(path):

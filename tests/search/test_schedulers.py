@@ -9,14 +9,16 @@ from ray.tune.schedulers import FIFOScheduler
 from regene_search.config import SCHEDULERS, RunSpec
 from regene_search.search.epsnet_asha import EpsNetParetoASHA
 from regene_search.search.pareto_asha import ParetoASHA
-from regene_search.search.schedulers import RecordingASHA, StopReasonCallback, make_scheduler
+from regene_search.search.schedulers import RecordingASHA, StopReasonCallback, build_scheduler, make_scheduler
 
 EPOCHS = 4
 
 
 def _trainable(config):
     for epoch in range(1, EPOCHS + 1):
-        tune.report({"epoch": epoch, "planned_epochs": EPOCHS, "joint_score": config["quality"] * epoch})
+        q = config["quality"]  # every objective agrees: a higher quality dominates
+        tune.report({"epoch": epoch, "planned_epochs": EPOCHS, "joint_score": q * epoch, "accuracy": q * epoch / EPOCHS,
+                     "decoder_mae": 1 - q, "latent_sparsity": 0.0})
 
 
 def test_asha_stop_reasons_are_saved_with_the_experiment(ray_instance, tmp_path):
@@ -61,3 +63,24 @@ def _milestones(scheduler) -> list[float]:
     if isinstance(scheduler, RecordingASHA):
         return sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
     return scheduler.milestones
+
+
+@pytest.mark.parametrize("kind", ["asha", "pareto-asha"])
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_no_trial_is_stopped_before_the_warmup_trials_have_run_to_the_end(ray_instance, tmp_path, kind, warmup):
+    # one trial at a time: 0.9 runs first; 0.1 would be stopped at the first rung on 0.9's evidence
+    scheduler = build_scheduler(kind, EPOCHS, grace_period=1, reduction_factor=2, warmup_trials=warmup)
+    tuner = tune.Tuner(
+        _trainable,
+        param_space={"quality": tune.grid_search([0.9, 0.1, 0.8, 0.05, 0.02])},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path), verbose=0),
+    )
+    epochs = {r.config["quality"]: r.metrics["epoch"] for r in tuner.fit()}
+    if warmup:
+        assert epochs == {0.9: EPOCHS, 0.1: EPOCHS, 0.8: EPOCHS, 0.05: 1, 0.02: 1}  # 0.8 beats 0.1 at every rung
+    else:
+        assert epochs[0.9] == EPOCHS and epochs[0.1] < EPOCHS and epochs[0.05] == epochs[0.02] == 1
+    if kind == "pareto-asha":  # the decision log says which stops the warm-up overruled
+        assert any(d.get("warmup") for d in scheduler.decisions) == bool(warmup)
+    assert len(scheduler.stop_reasons) == sum(e < EPOCHS for e in epochs.values())
