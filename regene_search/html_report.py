@@ -114,7 +114,7 @@ def _header(s: dict[str, Any]) -> str:
     rows = [
         ["dataset", s["dataset"]], ["budget", s["budget"]], ["seed", s["seed"]], ["labels", labelled_share(s["labelled_fraction"])], ["created", s["created"]],
         ["stages took", duration(s["wall_seconds"])], ["filter", s["filter"]],
-        ["search", f"{search['sampler']} sampler, {search['scheduler']}, {search['trials']} of {search['trials_planned']} trials, "
+        ["search", f"{search['sampler']} sampler, {search['scheduler_detail']}, {search['trials']} of {search['trials_planned']} trials, "
                    f"{search['trial_epochs']} trial-epochs, promote {search['promote']}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in s["versions"].items())],
         ["git commit", s.get("git_commit") or "—"],

@@ -157,7 +157,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   + (f"semi-supervised: {labelled_share(s['labelled_fraction'])} · " if s["labelled_fraction"] < 1 else "")
                   + f"created {s['created']} · stages took {duration(s['wall_seconds'])}")
     console.print(f"filter: {s['filter']}", highlight=False)
-    console.print(f"search: {search['sampler']} sampler, {search['scheduler']}, {search['trials']} of {search['trials_planned']} trials "
+    console.print(f"search: {search['sampler']} sampler, {search['scheduler_detail']}, {search['trials']} of {search['trials_planned']} trials "
                   f"({search['trial_epochs']} trial-epochs), promote {search['promote']}", highlight=False)
     console.print(f"[dim]{escape(versions)}" + (f" · commit {s['git_commit'][:8]}" if s.get("git_commit") else "") + "[/dim]", highlight=False)
     stages = Table(box=None, pad_edge=False, show_header=True, header_style="bold")

@@ -76,7 +76,8 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "versions": record.get("versions", {}),
         "search": {
             "sampler": spec.get("sampler"),
-            "scheduler": scheduler_text(spec),
+            "scheduler": spec.get("scheduler"),
+            "scheduler_detail": scheduler_text(spec),
             "trials_planned": planned_trials(spec, record),
             "trials": len(trials),
             "statuses": _counts(t.get("status") for t in trials),

@@ -26,7 +26,7 @@ def shown(summary: dict) -> str:
 def test_a_finished_run_gives_context_stages_the_promoted_trial_and_quality_by_n(tmp_path):
     summary = run_summary(make_run(tmp_path).dir)
     assert (summary["name"], summary["dataset"], summary["budget"]) == ("glance", "mnist", "smoke")
-    assert summary["search"] | {"statuses": None} == {"sampler": "tpe", "scheduler": "fifo", "trials_planned": 3, "trials": 3, "statuses": None,
+    assert summary["search"] | {"statuses": None} == {"sampler": "tpe", "scheduler": "fifo", "scheduler_detail": "fifo scheduler", "trials_planned": 3, "trials": 3, "statuses": None,
                                                       "trial_epochs": 6, "max_epochs": 2, "promote": "knee"}
     assert summary["wall_seconds"] == 115.0
     assert [s["status"] for s in summary["stages"]] == ["done"] * 4
@@ -151,3 +151,12 @@ def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_wi
 )
 def test_the_filter_rule_names_what_each_step_was_held_to(spec, rule):
     assert filter_rule(spec) == rule
+
+
+def test_an_asha_run_names_its_rungs():
+    from regene_search.summary import scheduler_text
+
+    spec = {"scheduler": "asha", "grace_period": 2, "reduction_factor": 4.0, "warmup_trials": 2}
+    assert scheduler_text(spec) == "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"
+    assert scheduler_text(spec | {"warmup_trials": 0}) == "asha scheduler (first rung at epoch 2, 1 in 4 go on)"
+    assert scheduler_text({"scheduler": "fifo"}) == "fifo scheduler"
