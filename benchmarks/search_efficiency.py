@@ -60,13 +60,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, table, write_json  # noqa: E402
 from replay import MATCH_RULES, Table, replay  # noqa: E402
 
+from regene_search.config import SAMPLERS  # noqa: E402
 from regene_search.search.pareto import OBJECTIVES, REFERENCE_POINT, hypervolume, to_minimisation  # noqa: E402
 from regene_search.search.schedulers import build_scheduler  # noqa: E402
 from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output  # noqa: E402
 
 # Scheduler variants: "<sampler>-<scheduler>" with ASHA's rungs at grace 1, rf 2, or "-g<grace>" / "-r<rf>"
 # appended (e.g. random-asha-g3-r3: first rung at epoch 3, about 1 in 3 trials continues at each rung).
-SAMPLERS = ("random", "tpe", "nsga2")
 SCHEDULER_KINDS = ("fifo", "asha", "pareto-asha", "epsnet-asha")
 METHODS = [
     "random-fifo", "tpe-fifo", "nsga2-fifo",
