@@ -43,6 +43,11 @@ class _DefaultsInHelp(argparse.HelpFormatter):
         return f"{help_text} (default: {shown})"
 
 
+def _by_budget(field: str) -> str:
+    """A Budget field's value per budget, for --help: "smoke tpe, cpu-hour tpe, default random, paper random"."""
+    return ", ".join(f"{name} {getattr(budget, field)}" for name, budget in BUDGETS.items())
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -147,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, help="CPUs each trial holds (> 0; fractions share a core)")
     run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="fractions share a GPU between trials")
     run.add_argument("--max-concurrent", type=_positive_int, help="trials running at once (default: what the cluster holds)")
-    run.add_argument("--sampler", choices=SAMPLERS, help="Optuna multi-objective sampler (default: the budget's; see README)")
-    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping of running trials (default: the budget's)")
+    run.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna multi-objective sampler (default by budget: {_by_budget('sampler')})")
+    run.add_argument("--scheduler", choices=SCHEDULERS, help=f"early stopping of running trials (default by budget: {_by_budget('scheduler')})")
     run.add_argument("--grace-period", type=_positive_int, help="ASHA schedulers: epochs before the first rung (default: the budget's, else 1)")
     run.add_argument("--reduction-factor", type=_above_one, help="ASHA schedulers: about 1 in this many trials continues at each rung (default: the budget's, else 2)")
     run.add_argument("--warmup-trials", type=_non_negative_int, help="ASHA schedulers: trials run to the end before any is stopped at a rung (default: the budget's, else 0)")

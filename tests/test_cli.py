@@ -397,7 +397,8 @@ def test_resume_refuses_a_changed_number_of_trials_in_one_line(tmp_path, capsys)
 def test_version_and_defaults_in_help():
     assert cli("--version").stdout.strip().startswith("regene-search 0.")
     run_help = " ".join(cli("run", "--help").stdout.split())
-    for shown in ("(default: 1.0)", "(default: 0.0)", "(default: tpe)", "(default: fifo)", "(default: 2)", "(default: knee)", "(default: 0)"):
+    for shown in ("(default: 1.0)", "(default: 0.0)", "(default by budget: smoke tpe, cpu-hour tpe, default random, paper random)",
+                  "(default by budget: smoke fifo, cpu-hour fifo, default asha, paper asha)", "(default: 2)", "(default: knee)", "(default: 0)"):
         assert shown in run_help, shown
     assert "(default: None)" not in run_help and "(default: False)" not in run_help
 
