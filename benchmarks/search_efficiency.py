@@ -65,8 +65,8 @@ from regene_search.search.pareto import OBJECTIVES, REFERENCE_POINT, hypervolume
 from regene_search.search.schedulers import build_scheduler  # noqa: E402
 from regene_search.search.tuner import SearchSettings, make_searcher, quiet_tune_output  # noqa: E402
 
-# Scheduler variants: "<sampler>-<scheduler>" with ASHA's rungs at grace 1, rf 2, or "-g<grace>" / "-r<rf>"
-# appended (e.g. random-asha-g3-r3: first rung at epoch 3, about 1 in 3 trials continues at each rung).
+# Method names: "<sampler>-<scheduler>", ASHA's rungs at grace 1, rf 2, no warm-up, unless "-g<grace>",
+# "-r<rf>", "-w<warm-up trials>" follow (random-asha-g3-r3: first rung at epoch 3, 1 in 3 go on).
 SCHEDULER_KINDS = ("fifo", "asha", "pareto-asha", "epsnet-asha")
 METHODS = [
     "random-fifo", "tpe-fifo", "nsga2-fifo",
@@ -97,7 +97,7 @@ class Method:
     def parse(cls, name: str) -> Method:
         match = re.fullmatch(r"(\w+?)-([a-z-]+?)(?:-g(\d+))?(?:-r(\d+(?:\.\d+)?))?(?:-w(\d+))?", name)
         if not match or match[1] not in SAMPLERS or match[2] not in SCHEDULER_KINDS:
-            raise argparse.ArgumentTypeError(f"method {name!r}: expected <{'|'.join(SAMPLERS)}>-<{'|'.join(SCHEDULER_KINDS)}>[-g<grace>][-r<rf>]")
+            raise argparse.ArgumentTypeError(f"method {name!r}: expected <{'|'.join(SAMPLERS)}>-<{'|'.join(SCHEDULER_KINDS)}>[-g<grace>][-r<rf>][-w<warm-up>]")
         if match[2] == "fifo" and (match[3] or match[4] or match[5]):
             raise argparse.ArgumentTypeError(f"method {name!r}: FIFO has no rungs")
         return cls(name, match[1], match[2], int(match[3] or 1), float(match[4] or 2), int(match[5] or 0))
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=24, help="budget = trials x the table's epochs trial-epochs (default 24)")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 16], help="simulated workers (default 2 16; 2 is required)")
     parser.add_argument("--methods", nargs="+", type=lambda name: Method.parse(name).name, default=METHODS,
-                        help="<sampler>-<scheduler>[-g<grace>][-r<rf>] (default: the 9 base methods, grace 1, rf 2)")
+                        help="<sampler>-<scheduler>[-g<grace>][-r<rf>][-w<warm-up>] (default: the 14 of METHODS)")
     parser.add_argument("--cost", choices=("cpu_seconds", "seconds"), default="cpu_seconds", help="per-epoch time (default cpu_seconds)")
     parser.add_argument("--match", choices=MATCH_RULES, default="nearest",
                         help="a suggestion gets the nearest recorded configuration, or the nearest this search has not run yet (fresh)")

@@ -106,8 +106,10 @@ def _rows(path) -> list[dict[str, Any]]:
 def scheduler_text(spec: dict[str, Any]) -> str | None:
     """The scheduler and, for an ASHA one, its rungs: "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"."""
     scheduler = spec.get("scheduler")
-    if scheduler in (None, "fifo"):
-        return f"{scheduler} scheduler"
+    if scheduler is None:
+        return None
+    if scheduler == "fifo":
+        return "fifo scheduler"
     warmup = spec.get("warmup_trials") or 0
     return (f"{scheduler} scheduler (first rung at epoch {spec.get('grace_period', 1)}, 1 in {spec.get('reduction_factor', 2.0):g} go on"
             + (f", {warmup} warm-up trials)" if warmup else ")"))

@@ -15,10 +15,8 @@ recorded there so far, itself included:
 Decisions are asynchronous and never revised: trials let through early keep running even if
 later arrivals would have outranked them. Arrival order therefore matters in two ways only: who
 meets the ``n < reduction_factor`` grace, and as the last tie-break between equal (rank,
-crowding), where the earlier arrival wins. Until `warmup_trials` trials have run to the end (`max_t`, or their
-`planned_epochs`), a
-trial that would be stopped continues instead (its decision is logged with ``"warmup": True``);
-its record stays at the rung, so the trials after the warm-up are judged against it. A trial that reports a `diverged` result or a
+crowding), where the earlier arrival wins. During the warm-up (`WarmUp`) a trial that would be
+stopped continues instead; its decision is logged with ``"warmup": True``. A trial that reports a `diverged` result or a
 missing/non-finite objective is stopped at once and is not recorded at any rung, so it neither
 counts towards n nor takes a place. A trial reaching `max_t` is stopped as in ASHA.
 
@@ -44,7 +42,30 @@ from .pareto import MODES, OBJECTIVES, RankedPoints, crowding_distance
 NAME = "pareto-asha"
 
 
-class ParetoASHA(FIFOScheduler):
+class WarmUp:
+    """No trial is stopped at a rung until `warmup_trials` trials have run to the end (`max_t`, or
+    their `planned_epochs`); Optuna's pruners call it n_startup_trials. The warm-up trials' results
+    are still recorded at the rungs, so the trials after them are judged against them. With W
+    workers and W warm-up trials a search starts as FIFO does, instead of stopping its second trial
+    on one trial's early result. Mixed into both ASHA schedulers, which set `_time_attr`, `_max_t`."""
+
+    warmup_trials: int = 0  # class default: schedulers pickled before warm-ups existed have none
+
+    def _note_end(self, trial_id: str, result: dict) -> bool:
+        """Count the trial as finished if this result is its last; return whether it is."""
+        now = result.get(self._time_attr)
+        if not isinstance(now, (int, float)):
+            return False
+        ended = now >= self._max_t or (self._time_attr == "epoch" and _last_planned(result, now))
+        if ended:
+            self.__dict__.setdefault("_finished", set()).add(trial_id)
+        return ended
+
+    def _warming_up(self) -> bool:
+        return len(self.__dict__.get("_finished", ())) < self.warmup_trials
+
+
+class ParetoASHA(WarmUp, FIFOScheduler):
     """ASHA on all objectives at once: promotion by non-dominated rank, then crowding distance.
 
     Args:
@@ -52,7 +73,7 @@ class ParetoASHA(FIFOScheduler):
         max_t: trials are stopped once `time_attr` reaches it.
         grace_period: the first rung; no trial is stopped by rank before it.
         reduction_factor: about 1 / reduction_factor of the trials at a rung continue.
-        warmup_trials: no trial is stopped at a rung until this many trials have run to the end (max_t or their planned epochs).
+        warmup_trials: no trial is stopped at a rung until this many trials have run to the end (`WarmUp`).
         objectives: result keys of the objectives.
         modes: "max" or "min" for each objective.
     """
@@ -91,7 +112,6 @@ class ParetoASHA(FIFOScheduler):
         self._grace_period = grace_period
         self._reduction_factor = reduction_factor
         self.warmup_trials = warmup_trials
-        self._finished: set[str] = set()  # trials that reached max_t
         self._objectives = objectives
         self._modes = modes
         self._flip = np.array([mode == "max" for mode in modes])
@@ -132,8 +152,7 @@ class ParetoASHA(FIFOScheduler):
         if self._time_attr not in result or any(key not in result for key in self._objectives):
             return TrialScheduler.CONTINUE
         now = result[self._time_attr]
-        if now >= self._max_t or (self._time_attr == "epoch" and _last_planned(result, now)):
-            self.__dict__.setdefault("_finished", set()).add(trial_id)  # absent from schedulers pickled by older versions
+        self._note_end(trial_id, result)
         if now >= self._max_t:
             self._stopped.add(trial_id)
             self._num_stopped += 1
@@ -184,9 +203,6 @@ class ParetoASHA(FIFOScheduler):
             self.__dict__.update(pickle.load(file))
 
     # --- internals ----------------------------------------------------------------------------
-
-    def _warming_up(self) -> bool:
-        return len(getattr(self, "_finished", ())) < getattr(self, "warmup_trials", 0)  # absent before warm-ups existed
 
     def _pending_rung(self, trial_id: str, now: float) -> tuple[float, dict] | None:
         """The highest rung reached by `now`, if the trial is not yet recorded there."""

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ..config import SCHEDULERS, RunSpec
-
-if TYPE_CHECKING:
-    from .pareto_asha import ParetoASHA
+from .pareto_asha import ParetoASHA, WarmUp
 
 
-class RecordingASHA(ASHAScheduler):
-    """ASHA on `joint_score` that records, per trial, the rung where it stopped and why.
-
-    `warmup_trials`: no trial is stopped at a rung until this many trials have run to the end
-    (`max_t` or their `planned_epochs`; Optuna's pruners call it n_startup_trials). Their results
-    are still recorded at every rung, so later trials are judged against them; with W workers and W warm-up trials, the search starts
-    as FIFO does instead of stopping its second trial on one epoch of evidence.
-    """
+class RecordingASHA(WarmUp, ASHAScheduler):
+    """ASHA on `joint_score` that records, per trial, the rung where it stopped and why, with a
+    warm-up (`warmup_trials`, see `WarmUp`)."""
 
     def __init__(self, *, warmup_trials: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.stop_reasons: dict[str, str] = {}
         self.warmup_trials = warmup_trials
-        self._finished: set[str] = set()
-
-    def _warming_up(self) -> bool:
-        return len(getattr(self, "_finished", ())) < getattr(self, "warmup_trials", 0)  # absent before warm-ups existed
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
-        if result.get(self._time_attr, 0) >= self._max_t or result.get("epoch", 0) >= result.get("planned_epochs", math.inf):
-            self.__dict__.setdefault("_finished", set()).add(trial.trial_id)  # absent from schedulers pickled by older versions
-        elif decision == TrialScheduler.STOP and self._warming_up():
+        ended = self._note_end(trial.trial_id, result)  # a stop at the trial's end stands
+        if decision == TrialScheduler.STOP and not ended and self._warming_up():
             self._num_stopped -= 1  # still warming up: the rung has its record, the trial goes on
             return TrialScheduler.CONTINUE
         if decision == TrialScheduler.STOP and result.get("epoch", 0) < result.get("planned_epochs", 0):
@@ -74,7 +59,7 @@ def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_f
 
     The one constructor of each: runs, benchmarks and their tests share it. `grace_period` epochs
     before the first rung, `reduction_factor` between rungs (ASHA's `eta`), and no trial is stopped
-    at a rung before `warmup_trials` trials have run to `max_t`.
+    at a rung before `warmup_trials` trials have run to the end.
     """
     rungs = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor, "warmup_trials": warmup_trials}
     if kind == "fifo":
@@ -82,8 +67,6 @@ def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_f
     if kind == "asha":
         return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", **rungs)
     if kind == "pareto-asha":
-        from .pareto_asha import ParetoASHA
-
         return ParetoASHA(**rungs)
     if kind == "pareto-asha-epsnet":
         from .epsnet_asha import EpsNetParetoASHA
