@@ -79,7 +79,7 @@ METHODS = [
 BASELINE = "random-fifo"
 COLOURS = {"random-fifo": "black", "tpe-fifo": "tab:blue", "nsga2-fifo": "tab:purple", "random-asha": "tab:olive",
            "tpe-asha": "tab:orange", "random-pareto-asha": "tab:cyan", "tpe-pareto-asha": "tab:green",
-           "random-epsnet-asha": "tab:pink", "tpe-epsnet-asha": "tab:red", "random-asha-g2-r4-w2": "tab:brown"}
+           "random-epsnet-asha": "tab:pink", "tpe-epsnet-asha": "tab:red"}
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ def colour(method: str, methods: list[str]) -> str:
         return COLOURS[method]
     import matplotlib
 
-    others = [m for m in methods if m not in COLOURS]
-    return matplotlib.colormaps["tab20b"](others.index(method) / max(1, len(others) - 1))
+    others = [m for m in methods if m not in COLOURS]  # the variants: Dark2's 8 colours, none of tab10's above
+    return matplotlib.colormaps["Dark2"](others.index(method) % 8)
 
 
 FRACTIONS = (1 / 8, 1 / 4, 1 / 3, 1 / 2, 1)
