@@ -9,6 +9,12 @@ line, any top-level file of the experiment folder whose HMAC under this user's k
 there. The last few versions of each file are kept: Tune uploads asynchronously, so storage may
 hold a version older than the latest save.
 
+A run killed while Tune uploads its state can leave a file cut short in storage (Tune's upload
+writes in place). So each signed version is also written whole (`Location.write_bytes`) into
+`.signed-copies/`; before verifying, `repair_from_signed_copies` puts that copy back over a
+top-level file that does not verify, when the copy does. The resumed search then starts from
+Tune's previous save, as after any interruption.
+
 The key: `$REGENE_SEARCH_KEY_FILE`, else `$XDG_CONFIG_HOME/regene-search/signing.key` (default
 `~/.config/...`), 32 random bytes made on first use, readable by its owner only. To resume on
 another machine, copy it there or point the variable at it.
@@ -30,6 +36,7 @@ from .errors import RunDirError, UserError
 from .storage import Location
 
 SIGNATURES = "signatures.json"
+SIGNED_COPIES = ".signed-copies"  # a dot folder: Tune neither reads nor lists it
 KEY_BYTES = 32
 VERSIONS_KEPT = 8  # per file name; Tune's upload to storage may lag its saves by a few
 
@@ -104,12 +111,34 @@ def top_level_files(folder: Location) -> list[Location]:
     return [f for f in folder.files(recursive=False) if is_tune_state(f.name)]
 
 
+def is_signed(key: bytes, signed: dict[str, list[str]], name: str, data: bytes) -> bool:
+    return digest(key, name, data) in signed.get(name, ())
+
+
+def repair_from_signed_copies(folder: Location) -> list[str]:
+    """Put the signed copy back over each top-level file that does not verify (cut short by a kill
+    mid-upload) where that copy does verify; the names of the files put back."""
+    key, signed = signing_key(), read_signatures(folder)
+    repaired = []
+    for file in top_level_files(folder):
+        if is_signed(key, signed, file.name, file.read_bytes()):
+            continue
+        try:
+            copy = (folder / SIGNED_COPIES / file.name).read_bytes()
+        except FileNotFoundError:
+            continue
+        if is_signed(key, signed, file.name, copy):
+            file.write_bytes(copy)
+            repaired.append(file.name)
+    return repaired
+
+
 def verify_folder(folder: Location) -> None:
     """Refuse (RunDirError) any file Tune would read from `folder` that this user's key did not sign."""
     key = signing_key()
     signed = read_signatures(folder)
     for file in top_level_files(folder):
-        if digest(key, file.name, file.read_bytes()) not in signed.get(file.name, ()):
+        if not is_signed(key, signed, file.name, file.read_bytes()):
             raise RunDirError(
                 f"{file} is not signed by your key ({key_path()}): it was changed after regene-search wrote it, "
                 "or written by someone else; --resume only loads Tune state it signed, see the README's security section"
@@ -127,7 +156,8 @@ class SignTuneState(tune.Callback):
 
     Tune calls `get_state` of every callback right after writing the experiment and searcher
     state into its local staging folder and before uploading that folder to storage; the
-    signatures go straight to storage, so whichever version the upload leaves there is signed.
+    signatures and whole copies of the new versions go straight to storage, so whichever version
+    the upload leaves there is signed, and a version the upload cut short can be put back.
     Returning None keeps Tune from pickling a callback state of its own.
     """
 
@@ -160,5 +190,8 @@ class SignTuneState(tune.Callback):
         if self.key is None:
             self.key, self.known = signing_key(), read_signatures(self.experiment)
         files = {p.name: p.read_bytes() for p in sorted(self.staging.iterdir()) if p.is_file() and is_tune_state(p.name)}
+        changed = {name: data for name, data in files.items() if not is_signed(self.key, self.known, name, data)}
         self.known = record(self.experiment / SIGNATURES, files, self.key, self.known)
+        for name, data in changed.items():  # after the signatures: a copy is only ever put back once it verifies
+            (self.experiment / SIGNED_COPIES / name).write_bytes(data)
         return None

@@ -87,6 +87,37 @@ def test_a_damaged_signature_file_trusts_nothing(own_key, tmp_path):
             signing.verify_folder(folder)
 
 
+def test_a_state_file_cut_short_mid_upload_is_put_back_from_its_signed_copy(own_key, tmp_path):
+    """Two of Tune's saves through the callback, then a kill that leaves the second upload cut short."""
+    staging, experiment = tmp_path / "staging", Location.of(tmp_path / "search")
+    staging.mkdir()
+    callback = signing.SignTuneState(experiment)
+    callback.staging = staging
+    for save in (1, 2):
+        (staging / "experiment_state-s.json").write_text(json.dumps({"save": save, "trials": list(range(50 * save))}))
+        callback.get_state()
+    whole = (staging / "experiment_state-s.json").read_bytes()
+    (experiment / "experiment_state-s.json").write_bytes(whole[: len(whole) // 2])  # the upload, cut short
+    with pytest.raises(RunDirError, match="experiment_state-s.json is not signed"):
+        signing.verify_folder(experiment)
+
+    assert signing.repair_from_signed_copies(experiment) == ["experiment_state-s.json"]
+    assert (experiment / "experiment_state-s.json").read_bytes() == whole
+    signing.verify_folder(experiment)
+    assert signing.repair_from_signed_copies(experiment) == []  # nothing left to put back
+
+
+def test_a_changed_signed_copy_is_never_put_back(own_key, tmp_path):
+    experiment = Location.of(tmp_path / "search")
+    (experiment / "searcher-state-x.pkl").write_bytes(b"searcher")
+    signing.sign_folder(experiment)
+    (experiment / signing.SIGNED_COPIES / "searcher-state-x.pkl").write_bytes(b"crafted")
+    (experiment / "searcher-state-x.pkl").write_bytes(b"crafted")
+    assert signing.repair_from_signed_copies(experiment) == []
+    with pytest.raises(RunDirError, match="searcher-state-x.pkl is not signed"):
+        signing.verify_folder(experiment)
+
+
 def test_the_callback_never_pickles_the_key(own_key, tmp_path):
     callback = signing.SignTuneState(Location.of(tmp_path))
     callback.key = signing.signing_key()
@@ -106,7 +137,10 @@ class _RunsCode:
 
 
 def test_resume_refuses_a_run_folder_whose_pickle_was_replaced(smoke_search_run, tmp_path):
-    """A real search's folder: Tune's state is signed as written; a replaced searcher pickle is refused before it is loaded."""
+    """A real search's folder: Tune's state is signed as written; a replaced searcher pickle is put
+    back from its signed copy, and refused before it is loaded when the copy was replaced too."""
+    from regene_search.search.tuner import verify_restorable
+
     source = smoke_search_run.run_dir
     run_dir = tmp_path / "handed-to-you"
     shutil.copytree(source, run_dir)
@@ -122,14 +156,34 @@ def test_resume_refuses_a_run_folder_whose_pickle_was_replaced(smoke_search_run,
     (run_dir / "stages.json").write_text(json.dumps(stages))
     marker = tmp_path / "code-ran"
     searcher = next(n for n in state_files if n.startswith("searcher-state-"))
-    (experiment / searcher).write_bytes(pickle.dumps(_RunsCode(marker)))
+    crafted = pickle.dumps(_RunsCode(marker))
+    original = (experiment / searcher).read_bytes()
+    (experiment / searcher).write_bytes(crafted)
+    assert verify_restorable(run_dir / "tune")
+    assert (experiment / searcher).read_bytes() == original
 
+    for target in (experiment / searcher, experiment / signing.SIGNED_COPIES / searcher):
+        target.write_bytes(crafted)
     proc = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"{searcher} is not signed by your key" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists(), "the crafted pickle was loaded"
+
+
+def test_a_real_search_keeps_whole_signed_copies_of_its_state(smoke_search_run, tmp_path):
+    """Every state file of a real search has its signed copy, so a file cut short mid-upload resumes."""
+    from regene_search.search.tuner import verify_restorable
+
+    run_dir = tmp_path / "killed-mid-upload"
+    shutil.copytree(smoke_search_run.run_dir, run_dir)
+    experiment = Location.of(run_dir / "tune" / EXPERIMENT_NAME)
+    state = next(f for f in signing.top_level_files(experiment) if f.name.startswith("experiment_state-"))
+    whole = state.read_bytes()
+    state.write_bytes(whole[:100])
+    assert verify_restorable(run_dir / "tune")
+    assert state.read_bytes() == whole
 
 
 def test_runs_starting_at_once_agree_on_one_key(own_key):

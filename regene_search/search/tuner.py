@@ -23,10 +23,12 @@ from ..data.dataset import ImageData
 from ..data.shared import from_arrays, to_arrays
 from ..runtime import load_checkpoint, save_checkpoint
 from ..trial import TrialDiverged, TrialSetup, run_trial
-from ..signing import SignTuneState, sign_folder, verify_folder
+from ..signing import SignTuneState, repair_from_signed_copies, sign_folder, verify_folder
 from ..storage import Location
 from .pareto import MODES, OBJECTIVES
 from .study import RecordedOptunaSearch
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "classifier.pt"
 # Every epoch's metrics so far, beside the classifier: Tune's own results can miss the last epochs
@@ -236,7 +238,10 @@ def verify_restorable(storage: Location | str | os.PathLike) -> bool:
     storage = Location.of(storage)
     if not can_restore(storage):
         return False
-    verify_folder(experiment_path(storage))
+    experiment = experiment_path(storage)
+    for name in repair_from_signed_copies(experiment):
+        log.warning("%s did not match what regene-search signed (cut short by an interruption?): its last signed version was put back", name)
+    verify_folder(experiment)
     return True
 
 
