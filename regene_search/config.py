@@ -306,6 +306,7 @@ class RunSpec:
     dirichlet_alpha: float = 1.0
     generate_threshold: float | None = None
     image_threshold: str = IMAGE_THRESHOLDS[0]  # what the filter's image step holds a generation to (stages/generate.py)
+    min_image_confidence: float | None = None  # a floor under the image step's thresholds (not in the paper)
     generators: tuple[str, ...] = GENERATORS
     novelty_samples: int = 256
     mlflow: str | None = None  # MLflow tracking URI (trackers.py)

@@ -274,10 +274,14 @@ def _agreement(paths: RunPaths, stages: dict[str, Any]) -> dict[str, Any] | None
 def filter_rule(spec: dict[str, Any]) -> str:
     """What the two-step filter held generations to, in a few words (a run.json from before the choice: the paper's)."""
     if spec.get("generate_threshold") is not None:
-        return f"both steps at a fixed {spec['generate_threshold']:g}"
-    if spec.get("image_threshold", "holdout") == "holdout":
-        return "the paper's: both steps at the holdout images' confidence"
-    return "latent step at the holdout images' confidence, image step at their reconstructions'"
+        rule = f"both steps at a fixed {spec['generate_threshold']:g}"
+    elif spec.get("image_threshold", "holdout") == "holdout":
+        rule = "the paper's: both steps at the holdout images' confidence"
+    else:
+        rule = "latent step at the holdout images' confidence, image step at their reconstructions'"
+    if spec.get("min_image_confidence") is not None:
+        rule += f"; image step at least {spec['min_image_confidence']:g} (stricter than the paper)"
+    return rule
 
 
 def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:

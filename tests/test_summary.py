@@ -147,6 +147,8 @@ def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_wi
         ({"image_threshold": "holdout"}, "the paper's: both steps at the holdout images' confidence"),
         ({"image_threshold": "reconstructions"}, "latent step at the holdout images' confidence, image step at their reconstructions'"),
         ({"image_threshold": "reconstructions", "generate_threshold": 0.7}, "both steps at a fixed 0.7"),
+        ({"image_threshold": "reconstructions", "min_image_confidence": 0.7},
+         "latent step at the holdout images' confidence, image step at their reconstructions'; image step at least 0.7 (stricter than the paper)"),
     ],
 )
 def test_the_filter_rule_names_what_each_step_was_held_to(spec, rule):

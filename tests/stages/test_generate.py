@@ -112,6 +112,14 @@ def test_image_thresholds_are_the_mean_confidence_on_the_decoders_reconstruction
     assert image_thresholds(ctx, classifier, GenerateSettings(image_threshold="holdout"), holdout, never, cpu) is holdout
     fixed = holdout_thresholds(ctx, classifier, GenerateSettings(threshold=0.7), cpu)
     assert image_thresholds(ctx, classifier, GenerateSettings(threshold=0.7), fixed, never, cpu) is fixed and fixed.image.tolist() == [0.7] * 10
+    # A floor raises the image step's thresholds below it and leaves the rest, under either rule.
+    floor = float(blurry.image.median())
+    raised = image_thresholds(ctx, classifier, GenerateSettings(min_image_confidence=floor), holdout, lambda: blurred, cpu)
+    torch.testing.assert_close(raised.image, expected.clamp(min=floor))
+    torch.testing.assert_close(raised.latent, holdout.latent)
+    assert (raised.image > expected).sum() >= 4 and (raised.image == expected).sum() >= 5
+    paper_raised = image_thresholds(ctx, classifier, GenerateSettings(image_threshold="holdout", min_image_confidence=0.999), holdout, never, cpu)
+    torch.testing.assert_close(paper_raised.image, holdout.image.clamp(min=0.999))
 
 
 def test_acceptance_rates_per_n_and_class():
@@ -126,7 +134,7 @@ def test_acceptance_rates_per_n_and_class():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"ns": (1, 2)}, ">= 2"), ({"weights": "softmax"}, "uniform, dirichlet"), ({"dirichlet_alpha": 0.0}, "alpha"), ({"threshold": 1.5}, r"\[0, 1\]"),
-     ({"image_threshold": "real"}, "reconstructions, holdout")],
+     ({"image_threshold": "real"}, "reconstructions, holdout"), ({"min_image_confidence": -0.1}, r"min image confidence must be in \[0, 1\]")],
 )
 def test_bad_generate_settings_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
