@@ -19,8 +19,10 @@ this machine's device, at the thread count a trial gets, and counts the work eac
 
 Before the search the promoted encoder is unknown, so the later stages are timed with the median
 of the suggested configurations (and the decoder, LSDM and decoding costs scale with its latent
-size and depth). Once the search has promoted its encoders (`promoted_configs`), the pipeline
-estimates the remaining stages again with those.
+size and depth), and again with the cheapest and the dearest of them to infer with: the range a
+stage can take by which encoder is promoted (CIFAR-10 cpu-hour promoted the cheapest, and its
+generate and evaluate took half what the median predicted). Once the search has promoted its
+encoders (`promoted_configs`), the pipeline estimates the remaining stages again with those.
 
 The worker start-up constant is measured on the reference machine (`benchmarks/README.md`,
 trial_throughput); every other figure is timed here, before the run.
@@ -147,9 +149,17 @@ def placed_on_slots(durations: list[float], slots: int) -> float:
 
 @dataclass(frozen=True)
 class StageEstimate:
+    """A stage's expected wall time; `low`-`high` when it depends on an encoder not yet chosen."""
+
     stage: str
     seconds: float
     detail: str
+    low: float | None = None
+    high: float | None = None
+
+    def spanning(self, others: list[StageEstimate]) -> StageEstimate:
+        every = [self.seconds, *(o.seconds for o in others)]
+        return dataclasses.replace(self, low=min(every), high=max(every))
 
 
 def search_estimate(spec: RunSpec, configs: list[TrialConfig], costs: list[TrialCost], *, train_images: int, val_images: int, slots: int) -> StageEstimate:
@@ -339,31 +349,47 @@ def estimate_run(ctx: StageContext, stages: list[str], *, slots: int, device: to
     measure = lambda c: measure_trial(c, spec.resolved_budget, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, device=device)  # noqa: E731
     try:
         found = []
+        later = [s for s in stages if s != "search"]
+        judge = judge_cost(ctx, device) if {"decoder", "evaluate"} & set(stages) else None
+        decode = functools.cache(lambda cost: decode_seconds(ctx, cost, device))
+        later_with = lambda encoders: later_estimates(ctx, later, encoders, judge, decode, slots, device)  # noqa: E731
         promoted = [] if "search" in stages else promoted_configs(ctx)
         if promoted:  # the later stages of a searched run: its own encoders
-            encoders = [measure(c) for c in promoted]
-        else:
-            configs = suggested_configs(spec, spec.resolved_trials)
-            costs = [measure(c) for c in configs[:MEASURED_CONFIGS]]
-            if "search" in stages:
-                found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))
-            typical = sorted(costs, key=lambda c: c.train_batch / c.config.batch_size)[len(costs) // 2]  # the median encoder stands for the promoted one
-            encoders = [typical] * promoted_count(spec)
-        judge = judge_cost(ctx, device) if {"decoder", "evaluate"} & set(stages) else None
-        decoder_trains_judge = False
-        if "decoder" in stages:
-            backbone = perceptual_stand_in(ctx, judge)
-            found.append(decoder_estimate(ctx, encoders, judge, backbone, slots, device))
-            decoder_trains_judge = backbone["state"] is judge.state
-        decode_timed = functools.cache(lambda cost: decode_seconds(ctx, cost, device))
-        decodes = [decode_timed(cost) for cost in encoders] if {"generate", "evaluate"} & set(stages) else []
-        if "generate" in stages:
-            found.append(generate_estimate(ctx, encoders, decodes, slots, device))
-        if "evaluate" in stages:
-            found.append(evaluate_estimate(ctx, encoders, decodes, judge, decoder_trains_judge))
-        return found
+            return later_with([measure(c) for c in promoted])
+        configs = suggested_configs(spec, spec.resolved_trials)
+        costs = [measure(c) for c in configs[:MEASURED_CONFIGS]]
+        if "search" in stages:
+            found.append(search_estimate(spec, configs, costs, train_images=len(data.train_x), val_images=len(data.val_x), slots=slots))
+        if not later:
+            return found
+        typical = sorted(costs, key=lambda c: c.train_batch / c.config.batch_size)[len(costs) // 2]  # the median encoder stands for the promoted one
+        by_inference = sorted(costs, key=lambda c: c.infer_image)
+        bounds = {id(c): c for c in (by_inference[0], by_inference[-1]) if c is not typical}.values()
+        count = promoted_count(spec)
+        central = later_with([typical] * count)
+        extremes = [later_with([c] * count) for c in bounds]
+        return found + [e.spanning([other[i] for other in extremes]) for i, e in enumerate(central)]
     finally:
         torch.set_num_threads(threads)
+
+
+def later_estimates(
+    ctx: StageContext, stages: list[str], encoders: list[TrialCost], judge: JudgeCost | None, decode: Callable[[TrialCost], float], slots: int, device: torch.device
+) -> list[StageEstimate]:
+    """The decoder, generate and evaluate stages among `stages`, with `encoders` promoted; `decode`
+    gives an encoder's seconds to decode one latent."""
+    found = []
+    decoder_trains_judge = False
+    if "decoder" in stages:
+        backbone = perceptual_stand_in(ctx, judge)
+        found.append(decoder_estimate(ctx, encoders, judge, backbone, slots, device))
+        decoder_trains_judge = backbone["state"] is judge.state
+    decodes = [decode(cost) for cost in encoders] if {"generate", "evaluate"} & set(stages) else []
+    if "generate" in stages:
+        found.append(generate_estimate(ctx, encoders, decodes, slots, device))
+    if "evaluate" in stages:
+        found.append(evaluate_estimate(ctx, encoders, decodes, judge, decoder_trains_judge))
+    return found
 
 
 def duration_text(seconds: float) -> str:
@@ -376,7 +402,8 @@ def print_estimate(estimates: list[StageEstimate], console: Console, *, budget: 
     where = "this machine's GPU" if torch.cuda.is_available() else "this machine (no GPU)"
     console.print(f"{title}: about {duration_text(total)} on {where}, from {measured_in:.0f} s of timed training steps")
     for stage in estimates:
-        console.print(f"  {stage.stage:<9} {duration_text(stage.seconds):>7}  {stage.detail}", markup=False, highlight=False)
+        spread = f" ({duration_text(stage.low)} to {duration_text(stage.high)} by the encoder promoted)" if stage.low is not None and stage.high - stage.low >= 0.2 * stage.seconds else ""
+        console.print(f"  {stage.stage:<9} {duration_text(stage.seconds):>7}  {stage.detail}{spread}", markup=False, highlight=False)
     if total >= WARN_HOURS * 3600 and not torch.cuda.is_available():
         console.print(
             f"[bold yellow]No GPU found: the '{budget}' budget needs about {duration_text(total)} on this machine. "

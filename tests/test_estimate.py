@@ -101,6 +101,11 @@ def test_the_estimate_prints_a_line_per_stage_and_warns_past_an_hour_without_a_g
     text = console.export_text()
     assert "estimate: about 70 min" in text and "search     50 min  24 trials" in text and "decoder    20 min" in text
     assert ("No GPU found" in text) == (not torch.cuda.is_available())
+    spread = Console(record=True, width=200)
+    narrow, wide = StageEstimate("generate", 300, "4 strategies", 280, 320), StageEstimate("evaluate", 300, "judge", 120, 600)
+    print_estimate([narrow, wide], spread, budget="cpu-hour", measured_in=9)
+    lines = spread.export_text().splitlines()
+    assert lines[1].endswith("4 strategies") and lines[2].endswith("judge (2 min to 10 min by the encoder promoted)"), lines
     quiet = Console(record=True, width=200)
     print_estimate([StageEstimate("search", 600, "4 trials")], quiet, budget="smoke", measured_in=5)
     assert "No GPU found" not in quiet.export_text()
@@ -128,6 +133,9 @@ def test_after_the_search_the_later_stages_are_timed_with_the_promoted_encoders(
     later = ["decoder", "generate", "evaluate"]
     before = {e.stage: e for e in estimate_run(smoke_context, later, slots=2)}
     assert before["decoder"].detail.startswith(f"{promoted_count(smoke_context.spec)} decoder(s)")
+    # The encoder is not chosen yet: each stage spans the cheapest to the dearest drawn configuration.
+    assert all(e.low <= e.seconds <= e.high for e in before.values()), before
+    assert before["generate"].low < before["generate"].high, before["generate"]
     small, large = TrialConfig(blocks=2, base_width=8, latent_dim=32), TrialConfig(blocks=3, base_width=64, latent_dim=1024)
     seconds = {}
     for name, config in {"small": small, "large": large}.items():
@@ -140,5 +148,6 @@ def test_after_the_search_the_later_stages_are_timed_with_the_promoted_encoders(
     _promote(smoke_context, small, large)
     both = {e.stage: e for e in estimate_run(smoke_context, later, slots=2)}
     assert both["decoder"].detail.startswith("2 decoder(s)")
+    assert all(e.low is None for e in both.values())  # its own encoders: one figure
     # With the search still to run, the estimate times its drawn configurations, not an earlier run's front.
     assert "search" in {e.stage for e in estimate_run(smoke_context, ["search", "decoder"], slots=2)}
