@@ -55,7 +55,7 @@ from .stages.context import StageContext
 
 MEASURED_CONFIGS = 4
 WORKER_START_SECONDS = 18.0  # a fresh worker imports torch, Ray Tune, Optuna and the package, then fetches the data
-WARN_HOURS = 1.0
+WARN_HOURS = 1.25  # past the hour or so that the cpu-hour budget is built to take on 2 cores
 PNG_SECONDS = 2e-4  # encoding one small generation as PNG for generations.parquet
 FIGURE_SECONDS = 1.5  # drawing and saving one matplotlib figure
 

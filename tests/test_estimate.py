@@ -91,15 +91,15 @@ def test_every_stage_is_estimated_and_a_cached_judge_costs_nothing(smoke_context
     assert "one-time" not in cached["decoder"].detail
 
 
-def test_the_estimate_prints_a_line_per_stage_and_warns_past_an_hour_without_a_gpu():
+def test_the_estimate_prints_a_line_per_stage_and_warns_past_an_hour_and_a_quarter_without_a_gpu():
     from rich.console import Console
 
     from regene_search.estimate import StageEstimate, print_estimate
 
     console = Console(record=True, width=200)
-    print_estimate([StageEstimate("search", 3000, "24 trials"), StageEstimate("decoder", 1200, "1 decoder(s)")], console, budget="default", measured_in=9)
+    print_estimate([StageEstimate("search", 4200, "24 trials"), StageEstimate("decoder", 1200, "1 decoder(s)")], console, budget="default", measured_in=9)
     text = console.export_text()
-    assert "estimate: about 70 min" in text and "search     50 min  24 trials" in text and "decoder    20 min" in text
+    assert "estimate: about 1.5 h" in text and "search     70 min  24 trials" in text and "decoder    20 min" in text
     assert ("No GPU found" in text) == (not torch.cuda.is_available())
     spread = Console(record=True, width=200)
     narrow, wide = StageEstimate("generate", 300, "4 strategies", 280, 320), StageEstimate("evaluate", 300, "judge", 120, 600)
@@ -108,6 +108,7 @@ def test_the_estimate_prints_a_line_per_stage_and_warns_past_an_hour_without_a_g
     assert lines[1].endswith("4 strategies") and lines[2].endswith("judge (2 min to 10 min by the encoder promoted)"), lines
     quiet = Console(record=True, width=200)
     print_estimate([StageEstimate("search", 600, "4 trials")], quiet, budget="smoke", measured_in=5)
+    print_estimate([StageEstimate("search", 2000, "6 trials"), StageEstimate("decoder", 1700, "2 decoder(s)")], quiet, budget="cpu-hour", measured_in=60)
     assert "No GPU found" not in quiet.export_text()
 
 
