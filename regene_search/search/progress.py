@@ -46,6 +46,21 @@ def scored(result: dict[str, Any]) -> np.ndarray | None:
     return np.array([result[n] for n in OBJECTIVES], dtype=float)
 
 
+def latest_time(epochs: dict[int, dict[str, Any]]) -> float | None:
+    """A trial's own clock (Tune's time_total_s) at its latest epoch."""
+    seconds = epochs[max(epochs)].get("time_total_s")
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def epoch_pace(epochs: dict[int, dict[str, Any]]) -> float | None:
+    """Seconds a trial's latest epoch took (its mean epoch when the one before is not known)."""
+    last = max(epochs)
+    now, before = latest_time(epochs), latest_time({last - 1: epochs[last - 1]}) if last - 1 in epochs else None
+    if now is None:
+        return None
+    return now - before if before is not None else now / last
+
+
 class LiveProgress(tune.Callback):
     """Done/running/total trials, the best of each objective and the hypervolume over every trial's
     latest report (the rows the live pareto.parquet ranks), elapsed and ETA; writes the live tables.
@@ -62,6 +77,7 @@ class LiveProgress(tune.Callback):
         self.running: set[str] = set()  # started, not finished: counted here, not by scanning every trial at every step
         self.front = ParetoFront()  # over each trial's latest scored report, in minimisation form
         self.history: dict[str, dict[int, dict[str, Any]]] = {}
+        self.planned: dict[str, int] = {}  # each trial's planned epochs, for the ETA
         self.live: Live | None = None
         self.last_line = -math.inf
         self.next_tables = -math.inf
@@ -89,12 +105,33 @@ class LiveProgress(tune.Callback):
     def line(self, running: int) -> str:
         done = len(self.finished)
         elapsed = time.monotonic() - self.started
-        eta = elapsed / done * (self.total - done) if done else math.inf
+        eta = self.eta()
         points = to_minimisation(self.front.front)  # back from minimisation form: the same flip
         best = [points[:, i].max() if mode == "max" else points[:, i].min() for i, mode in enumerate(MODES)] if len(points) else []
         hv = self.front.hypervolume
         shown = "  ".join(f"{name} {value:.4f}" for name, value in zip(OBJECTIVES, best)) or "  ".join(f"{name} -" for name in OBJECTIVES)
         return f"search {done}/{self.total} done, {running} running | best: {shown} | HV {hv:.4f} | {clock(elapsed)} elapsed, ETA {clock(eta)}"
+
+    def eta(self) -> float:
+        """Seconds left: each running trial's epochs to go at its own last epoch's pace, each trial
+        not yet reporting at a finished trial's median time (else a running one's projected time);
+        spread over the trials running now, and never sooner than the slowest of them ends. Trials
+        differ tenfold in cost per epoch, so done/total of the elapsed time misleads."""
+        left, projected = [], []
+        for trial_id in self.running:
+            epochs = self.history.get(trial_id)
+            pace = epoch_pace(epochs) if epochs else None
+            planned = self.planned.get(trial_id)
+            if pace is not None and planned is not None:
+                left.append(max(planned - max(epochs), 0) * pace)
+                projected.append(planned * pace)
+        finished = [latest_time(self.history[t]) for t in self.finished if self.history.get(t)]
+        typical = float(np.median([t for t in finished if t is not None] or projected or [math.inf]))
+        waiting = max(self.total - len(self.finished) - len(left), 0)
+        if not left and not waiting:
+            return 0.0
+        work = sum(left) + waiting * typical
+        return max(max(left, default=0.0), work / max(len(self.running), 1))
 
     def render(self, running: int) -> Text:
         return Text(self.line(running))
@@ -107,6 +144,8 @@ class LiveProgress(tune.Callback):
         point = scored(result)
         if point is not None:
             self.front.set(trial.trial_id, to_minimisation(point.reshape(1, -1))[0])
+        if isinstance(result.get("planned_epochs"), int):
+            self.planned[trial.trial_id] = result["planned_epochs"]
         if isinstance(result.get("epoch"), int) and not result.get("diverged"):
             self.history.setdefault(trial.trial_id, {})[result["epoch"]] = {k: result.get(k) for k in KEPT}
         self.tables_due = True

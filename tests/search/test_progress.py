@@ -75,3 +75,24 @@ def test_a_search_saved_by_an_older_version_restores_with_the_newer_fields():
     assert restored.total == 4 and restored.history == {} and restored.write_tables is None
     assert restored.front.front_keys == {"a"} and restored.front.hypervolume == pytest.approx(hypervolume(to_minimisation(state["latest"]["a"][None])))
     assert "latest" not in restored.__dict__
+
+
+def test_the_eta_counts_each_running_trials_own_pace_and_the_trials_still_to_come():
+    watch = progress.LiveProgress(5)
+    watch.setup()
+    a, b, c = trial("a"), trial("b"), trial("c")
+    assert watch.eta() == float("inf")  # nothing reported yet
+    for epoch, seconds in ((1, 10.0), (2, 20.0), (3, 30.0)):
+        report(watch, a, epoch, 0.5, 0.1, 0.2, planned_epochs=3, time_total_s=seconds)
+    watch.on_trial_complete(0, [], a)
+    report(watch, b, 1, 0.5, 0.1, 0.2, planned_epochs=4, time_total_s=10.0)
+    report(watch, b, 2, 0.5, 0.1, 0.2, planned_epochs=4, time_total_s=30.0)  # 20 s an epoch now: 2 to go, 40 s
+    report(watch, c, 1, 0.5, 0.1, 0.2, planned_epochs=2, time_total_s=5.0)  # 1 to go, 5 s
+    # two still to come at a's 30 s, over the 2 trials running: (40 + 5 + 60) / 2
+    assert watch.eta() == pytest.approx(52.5)
+    assert "ETA 00:52" in watch.line(2)
+    watch.on_trial_complete(0, [], c)
+    watch.total = 3  # nothing more to come: the straggler alone decides
+    assert watch.eta() == pytest.approx(40.0)
+    watch.on_trial_complete(0, [], b)
+    assert watch.eta() == 0.0
