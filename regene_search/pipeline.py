@@ -30,6 +30,7 @@ from .data.dataset import ImageData
 from .errors import DiskFull, Interrupted, UserError
 from .results import RunPaths, read_stages, run_lock, write_json
 from .runlog import open_run_log
+from .search import study
 from .search.space import load_space
 from .search.tuner import verify_restorable
 from .stages.context import StageContext
@@ -61,10 +62,12 @@ def git_commit() -> str | None:
         return None
 
 
-def run_record(spec: RunSpec) -> dict[str, Any]:
-    """The content of run.json: resolved config, search space, versions, seed, git commit."""
+def run_record(spec: RunSpec, paths: RunPaths) -> dict[str, Any]:
+    """The content of run.json: resolved config, search space, versions, seed, git commit, and the
+    folder the run began in."""
     return {
         "spec": spec.to_json(),
+        "folder": str(paths.dir),
         "budget": dataclasses.asdict(spec.resolved_budget),
         "space": load_space(Path(spec.space_path)).to_json(),
         "seed": spec.seed,
@@ -128,8 +131,8 @@ def run_pipeline(
         console.print(f"[dim]stage {done}: already done, skipped[/dim]")
     if not todo:
         return status
-    if "search" in todo and not new_run:
-        verify_restorable(paths.tune_dir)  # refuse a tampered search before data, Ray or the lock
+    if "search" in todo and not new_run and verify_restorable(paths.tune_dir):  # refuse a tampered search before data, Ray or the lock
+        study.check_same_folder(paths)
 
     data = load_run_data(spec)
     preamble = [f"data: {escape(str(spec.dataset))}, {describe_train_split(data)} / {len(data.val_x)} val / {len(data.test_x)} test, {data.image_size}px x{data.channels}"]
@@ -156,7 +159,7 @@ def run_pipeline(
             if new_run:
                 if paths.run_json.exists():  # another run took this folder while ours was starting
                     raise UserError(f"run folder {paths.dir} already holds a run: pick another --name or continue it with --resume")
-                write_json(run_record(spec), paths.run_json)
+                write_json(run_record(spec, paths), paths.run_json)
             ctx = StageContext(paths=paths, spec=spec, data=data, console=console, cluster=info)
             estimate = estimate and address is None
             estimates = estimate_stages(ctx, todo) if estimate else {}

@@ -17,7 +17,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search.optuna import OptunaSearch
 
-from ..results import RunPaths
+from ..errors import RunDirError
+from ..results import RunPaths, read_run_record
 from ..storage import Location
 from .pareto import OBJECTIVES
 
@@ -34,6 +35,17 @@ def journal_path(paths: RunPaths, *, fresh: bool = False) -> Path:
     """Where the journal is written: in the run folder on local disk, else in a local cache,
     refreshed from the run folder's copy when `fresh` (a search starting or resuming, a reader)."""
     return (paths.dir / STUDY_FILE).local_copy("studies", fresh=fresh)
+
+
+def check_same_folder(paths: RunPaths) -> None:
+    """Refuse to continue a search in a run folder moved or copied from where it began: Tune's saved
+    searcher holds the Optuna study by its first path and name, so it would go on writing there."""
+    began = read_run_record(paths).get("folder")  # absent in runs from before it was recorded
+    if began is not None and began != str(paths.dir):
+        raise RunDirError(
+            f"{paths.dir} began as {began}, and its unfinished search continues only there (Tune saved the Optuna study by that path): "
+            "move it back to resume; its finished results can be read where it is"
+        )
 
 
 def storage(paths: RunPaths, *, fresh: bool = False) -> JournalStorage:

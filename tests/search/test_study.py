@@ -3,18 +3,22 @@ continues it, and `load_study` / `trial_numbers` read it back."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import subprocess
 
 import optuna
 import pytest
 
-from regene_search.results import write_json
+from regene_search.errors import RunDirError
+from regene_search.results import RunPaths, write_json
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
-from regene_search.search.study import STUDY_FILE, TrialNumbers, load_study, storage, study_name, sync, trial_numbers
+from regene_search.search.study import STUDY_FILE, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers
 from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
 
-from ..conftest import new_run_folder
+from ..conftest import CLI, new_run_folder
 
 
 def run_folder(root, name: str):
@@ -94,3 +98,30 @@ def test_a_study_on_an_object_store_is_uploaded_and_read_back_elsewhere(s3_root,
     monkeypatch.setenv("REGENE_SEARCH_CACHE", str(tmp_path / "another-machine"))
     assert trial_numbers(paths) == {"t_a": 0}
     assert load_study(paths.dir).trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_a_search_moved_to_another_folder_is_refused_before_it_writes_to_the_first(smoke_search_run, tmp_path):
+    """Tune's saved searcher holds the study by the folder's first path and name: resuming a copy
+    would write the new trials into the original's journal, so it is refused in one line."""
+    source = smoke_search_run.run_dir
+    copy = tmp_path / "copied"
+    shutil.copytree(source, copy)
+    stages = json.loads((copy / "stages.json").read_text())  # as if the search had been interrupted
+    stages["search"] = {**stages["search"], "status": "interrupted"}
+    (copy / "stages.json").write_text(json.dumps(stages))
+    journal = (source / STUDY_FILE).read_bytes()
+
+    proc = subprocess.run([*CLI, "run", "--resume", str(copy)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"began as {source}" in lines[0] and "move it back" in lines[0], proc.stderr
+    assert (source / STUDY_FILE).read_bytes() == journal
+    check_same_folder(RunPaths.existing(source))  # where it began, it resumes
+
+
+def test_a_run_folder_from_before_the_first_folder_was_recorded_is_not_refused(tmp_path):
+    paths = run_folder(tmp_path, "old")
+    check_same_folder(paths)
+    write_json({"spec": {}, "folder": str(tmp_path / "elsewhere")}, paths.run_json)
+    with pytest.raises(RunDirError, match="began as"):
+        check_same_folder(paths)
