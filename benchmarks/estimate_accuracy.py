@@ -43,6 +43,7 @@ def stage_rows(run_dir: Path) -> list[dict]:
     stages = json.loads((run_dir / "stages.json").read_text())
     # `estimated`: the one the stage started with (after the search, for the promoted encoders); `at_start`: the run's first.
     return [{"stage": s, "estimated": stages[s].get("estimated_seconds"), "at_start": stages[s].get("estimated_seconds_at_start", stages[s].get("estimated_seconds")),
+             "range_at_start": stages[s].get("estimated_range_at_start"),
              "measured": stages[s]["seconds"]} for s in STAGES if s in stages]
 
 
@@ -54,14 +55,16 @@ def finished_run(run_dir: Path) -> dict:
 
 def print_run(run: dict, title: str) -> None:
     print(f"\n{run['dataset']} {run['budget']} ({title})")
-    print(f"{'stage':<9} {'at start':>9} {'ratio':>6} {'estimate':>9} {'ratio':>6} {'measured':>9}")
+    print(f"{'stage':<9} {'at start':>9} {'ratio':>6} {'range at start':>17} {'estimate':>9} {'ratio':>6} {'measured':>9}")
     seconds = lambda v: f"{v:>8.0f}s" if v else f"{'-':>9}"  # noqa: E731
     ratio = lambda e, m: f"{e / m:>6.2f}" if e else f"{'-':>6}"  # noqa: E731
     for row in run["stages"]:
-        start, est, measured = row.get("at_start"), row["estimated"], row["measured"]
-        print(f"{row['stage']:<9} {seconds(start)} {ratio(start, measured)} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
+        start, est, measured, span = row.get("at_start"), row["estimated"], row["measured"], row.get("range_at_start")
+        # the range's ends as ratios to the measured time, and whether the measured time falls inside
+        ranged = f"{span[0] / measured:.2f}-{span[1] / measured:.2f} {'in' if span[0] <= measured <= span[1] else 'out'}" if span else "-"
+        print(f"{row['stage']:<9} {seconds(start)} {ratio(start, measured)} {ranged:>17} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
     start, est, measured = (sum(r.get(k) or 0 for r in run["stages"]) for k in ("at_start", "estimated", "measured"))
-    print(f"{'all':<9} {seconds(start)} {ratio(start, measured)} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
+    print(f"{'all':<9} {seconds(start)} {ratio(start, measured)} {'':>17} {seconds(est)} {ratio(est, measured)} {seconds(measured)}")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import ray
@@ -34,6 +34,9 @@ from .search import study
 from .search.space import load_space
 from .search.tuner import verify_restorable
 from .stages.context import StageContext
+
+if TYPE_CHECKING:
+    from .estimate import StageEstimate
 
 StageFn = Callable[[StageContext], dict[str, Any]]
 
@@ -167,9 +170,7 @@ def run_pipeline(
             for stage in todo:
                 paths.dir.check_free_space(resume_hint)
                 started = time.time()
-                status[stage] = {"status": "running", "started": started} | ({"estimated_seconds": estimates[stage]} if stage in estimates else {})
-                if stage in at_start and at_start[stage] != estimates[stage]:
-                    status[stage]["estimated_seconds_at_start"] = at_start[stage]
+                status[stage] = {"status": "running", "started": started} | estimate_record(estimates.get(stage), at_start.get(stage))
                 write_json(status, paths.stages_json)
                 console.rule(f"stage {stage}")
                 try:
@@ -207,9 +208,9 @@ def run_pipeline(
     return status
 
 
-def estimate_stages(ctx: StageContext, stages: list[str], title: str = "estimate") -> dict[str, float]:
-    """Print each stage's estimated wall time on this machine; stage -> seconds. An estimate that
-    fails costs one line, never the run."""
+def estimate_stages(ctx: StageContext, stages: list[str], title: str = "estimate") -> dict[str, StageEstimate]:
+    """Print each stage's estimated wall time on this machine; stage -> its estimate. An estimate
+    that fails costs one line, never the run."""
     from .estimate import estimate_run, print_estimate
     from .stages.search import settings_for
 
@@ -220,7 +221,18 @@ def estimate_stages(ctx: StageContext, stages: list[str], title: str = "estimate
         ctx.console.print(f"[yellow]no estimate: {escape(one_line(exc))}[/yellow]")
         return {}
     print_estimate(found, ctx.console, budget=ctx.spec.budget, measured_in=time.perf_counter() - started, title=title)
-    return {e.stage: e.seconds for e in found}
+    return {e.stage: e for e in found}
+
+
+def estimate_record(latest: StageEstimate | None, at_start: StageEstimate | None) -> dict[str, Any]:
+    """A stage's estimates in stages.json: the one it started with, and the run's first (with its
+    low-high range by the encoder promoted) when that differs."""
+    record = {"estimated_seconds": latest.seconds} if latest else {}
+    if at_start and at_start is not latest:
+        record["estimated_seconds_at_start"] = at_start.seconds
+    if at_start and at_start.low is not None:
+        record["estimated_range_at_start"] = [at_start.low, at_start.high]
+    return record
 
 
 def write_report(paths: RunPaths, console: Console) -> None:

@@ -100,6 +100,18 @@ def test_a_run_estimates_the_stages_it_will_run_and_show_puts_them_beside_the_ti
     assert re.search(r"^stage\s+status\s+time\s+estimate", show.stdout, re.M), show.stdout
 
 
+def test_stages_json_keeps_the_start_up_estimate_and_its_range_beside_the_later_one():
+    from regene_search.estimate import StageEstimate
+    from regene_search.pipeline import estimate_record
+
+    start = StageEstimate("generate", 300.0, "4 strategies", 240.0, 360.0)
+    assert estimate_record(start, start) == {"estimated_seconds": 300.0, "estimated_range_at_start": [240.0, 360.0]}
+    promoted = StageEstimate("generate", 250.0, "4 strategies")
+    assert estimate_record(promoted, start) == {"estimated_seconds": 250.0, "estimated_seconds_at_start": 300.0, "estimated_range_at_start": [240.0, 360.0]}
+    assert estimate_record(StageEstimate("search", 90.0, "4 trials"), None) == {"estimated_seconds": 90.0}
+    assert estimate_record(None, None) == {}
+
+
 def test_ctrl_c_in_the_decoder_stage_exits_130_and_leaves_it_to_resume(decoder_interrupted, full_run):
     code, output, stages = decoder_interrupted
     _, proc, _ = full_run
