@@ -242,11 +242,15 @@ def _quality(trial_id: str, strategy: str, evaluation: list[dict[str, Any]], cla
         entry = classes.setdefault(int(r["class"]), {"class": int(r["class"]), "name": class_names.get(int(r["class"]), str(r["class"])), "accept_rate_by_n": {}})
         if r["metric"] == "accept_rate" and _scope(r) == "n_class":
             entry["accept_rate_by_n"][int(r["n"])] = r["value"]
+        elif r["metric"] == "accept_rate" and _scope(r) == "class":
+            entry["accept_rate_of_class"] = r["value"]
         elif r["metric"] == "neutral_acc_gen" and _scope(r) == "class":
             entry["neutral_acc_gen"] = r["value"]
     for entry in classes.values():
         rates = entry["accept_rate_by_n"].values()
-        entry["accept_rate"] = sum(rates) / len(rates) if rates else None  # equal generations per (class, n)
+        # equal generations per (class, n); the class's own row for the other strategies (and older files' convex lacks it)
+        entry["accept_rate"] = sum(rates) / len(rates) if rates else entry.pop("accept_rate_of_class", None)
+        entry.pop("accept_rate_of_class", None)
     weakest_first = sorted(classes.values(), key=lambda c: (c.get("neutral_acc_gen", -1.0) if c.get("accept_rate") else -2.0, c["accept_rate"] or 0.0))
     return {"trial_id": trial_id, "strategy": strategy, "ns": ns, "table": table, "run": run_metrics, "classes": weakest_first}
 
@@ -306,7 +310,7 @@ def warnings(summary: dict[str, Any], stages: dict[str, Any]) -> list[str]:
         gen_acc = next((row["all"] for row in quality["table"] if row["metric"] == "neutral_acc_gen"), None)
         if gen_acc is not None and gen_acc < PAPER_BAR:
             found.append(f"{trial}: neutral accuracy on generations {gen_acc:.3f} is below the paper's bar of {PAPER_BAR:g}")
-        empty = [c["name"] for c in quality["classes"] if c["accept_rate_by_n"] and not any(c["accept_rate_by_n"].values())]
+        empty = [c["name"] for c in quality["classes"] if c["accept_rate"] == 0]
         if empty:
             found.append(f"{trial}: no generation of {', '.join(empty)} passed the filter: those classes have no images")
         near, test = quality["run"].get("novelty_nn_l2_mean"), quality["run"].get("novelty_test_nn_l2_mean")

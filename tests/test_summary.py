@@ -122,6 +122,8 @@ def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_wi
             rows += [{"dataset": "mnist", "trial_id": "a", "strategy": strategy, "subset": subset, "scope": "run", "metric": m, "value": v + shift}
                      for m, v in (("neutral_acc_gen", accuracy), ("coverage", coverage), ("kid_neutral_org_gen", 0.01))]
         rows.append({"dataset": "mnist", "trial_id": "a", "strategy": strategy, "scope": "run", "metric": "accept_rate", "value": 0.5})
+        rows += [{"dataset": "mnist", "trial_id": "a", "strategy": strategy, "scope": "class", "class": c, "metric": "accept_rate", "value": 0.0 if (strategy, c) == ("lsdm", 1) else 0.5}
+                 for c in range(3)]  # strategies without convex's n: acceptance by class alone
     write_parquet(table_from_rows(rows, EVALUATION_COLUMNS), paths.evaluation)
     summary = run_summary(paths.dir)
     [comparison] = summary["comparison"]
@@ -134,6 +136,8 @@ def test_strategies_are_compared_in_one_table_metric_rows_by_strategy_columns_wi
     # One quality entry per (trial, strategy); the below-bar warning names the strategy.
     assert [(q["trial_id"], q["strategy"]) for q in summary["quality"]] == [("a", "convex"), ("a", "gaussian"), ("a", "lsdm")]
     assert "a lsdm: neutral accuracy on generations 0.810 is below the paper's bar of 0.9" in "\n".join(summary["warnings"])
+    assert "a lsdm: no generation of 1 - one passed the filter" in "\n".join(summary["warnings"])
+    assert not any(w.startswith("a gaussian: no generation") for w in summary["warnings"])
     text = shown(summary)
     assert "a: strategies" in text
     line = next(t for t in text.splitlines() if t.startswith("neutral accuracy on accepted generations"))

@@ -192,6 +192,8 @@ def class_metrics(add: Any, gens: dict[str, Any], logits: torch.Tensor, subset: 
         return summary
     summary["accept_rate"] = add("accept_rate", gens["accepted"].float().mean())
     summary["accepted_count"] = add("accepted_count", int(gens["accepted"].sum()))
+    for c in sorted(set(gens["class"].tolist())):  # every strategy's: a class the filter left empty must show
+        add("accept_rate", gens["accepted"][gens["class"] == c].float().mean(), cls=c)
     summary["neutral_acc_gen_by_n"], summary["accept_rate_by_n"] = {}, {}
     for n in sorted(set(gens["n"].tolist()) - {0}):  # n: convex only
         in_n = gens["n"] == n
