@@ -314,6 +314,22 @@ def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
     assert (smoke.sampler, smoke.scheduler, smoke.grace_period, smoke.reduction_factor, smoke.warmup_trials, smoke.resolved_trials) == ("tpe", "fifo", 1, 2.0, 0, 4)
 
 
+def test_image_floor_is_the_budgets_unless_given_and_zero_turns_it_off(tmp_path):
+    from regene_search.cli import _spec_from_args, build_parser
+    from regene_search.config import RunSpec
+
+    def floor(*flags: str) -> float | None:
+        spec = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path), *flags]))
+        assert RunSpec.from_json(spec.to_json()) == spec
+        return spec.min_image_confidence
+
+    assert floor("--budget", "cpu-hour") == 0.7  # its CPU-trained classifier's per-class means are low
+    assert floor("--budget", "cpu-hour", "--min-image-confidence", "0") is None  # the paper's filter
+    assert floor("--budget", "cpu-hour", "--min-image-confidence", "0.5") == 0.5
+    assert floor("--budget", "smoke") is None and floor() is None and floor("--budget", "paper") is None
+    assert floor("--budget", "smoke", "--min-image-confidence", "0.6") == 0.6
+
+
 def test_generators_reach_the_run_spec_and_run_json_and_resume_keeps_the_runs_own(tmp_path, capsys):
     from regene_search.cli import _spec_from_args, build_parser
     from regene_search.config import GENERATORS, RunSpec
