@@ -12,8 +12,8 @@ instrumented); nested calls count once, in the innermost part:
 * searcher:  RecordedOptunaSearch.suggest / on_trial_result / on_trial_complete (Optuna's TPE inside)
 * scheduler: the scheduler's on_trial_add / on_trial_result / on_trial_complete / choose_trial_to_run
 * callbacks: DiskWatch, StopReasonCallback, SignTuneState (every hook)
-* live view: LiveProgress's hooks, refreshing the line at every step as on a terminal
-             (PROGRESS_SECONDS = 0; the line itself is discarded)
+* live view: LiveProgress's hooks, building the line as often as a terminal renders it
+             (PROGRESS_SECONDS = RENDER_SECONDS; the line itself is discarded)
 * parquet:   LiveTables (the live trials/history/pareto/hypervolume tables and the journal sync)
 
 Tune's own cost is the driver's wall time of `fit()` per result less all of these.
@@ -22,7 +22,8 @@ A real search of 10,000 trials is out of reach here (Tune's own cost is ~0.4 s p
 this machine, and TPE's suggestion grows with the trials), so the project's hooks are also
 replayed without Tune, Ray or the searcher (`replay_hooks`) at 100, 1,000 and 10,000 trials.
 
-    python benchmarks/scale.py      # searches of 100 (3 seeds) and 1,000 trials, fifo + tpe; replays to 10,000
+    python benchmarks/scale.py      # searches of 100 (3 seeds) and 1,000 trials, the default budget's search; replays to 10,000
+    python benchmarks/scale.py --schedulers asha fifo --samplers random tpe   # the default beside the old one (tpe + fifo)
     python benchmarks/scale.py --trials 100 1000 --seeds 3 1 --schedulers fifo pareto-asha --samplers tpe tpe-multivariate
 """
 
@@ -46,7 +47,7 @@ from ray import tune
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, local_ray, machine, median, table, write_json  # noqa: E402
 
-from regene_search.config import BUDGETS  # noqa: E402
+from regene_search.config import BUDGETS, SAMPLERS  # noqa: E402
 from regene_search.results import RunPaths  # noqa: E402
 from regene_search.search import progress, study  # noqa: E402
 from regene_search.search import tuner as tuning  # noqa: E402
@@ -152,7 +153,15 @@ class ResultCount(tune.Callback):
         self.results += 1
 
 
-SAMPLER_VARIANTS = ("tpe", "tpe-multivariate")
+SAMPLER_VARIANTS = (*SAMPLERS, "tpe-multivariate")
+DEFAULT_SEARCH = BUDGETS["default"]  # its sampler, scheduler and rungs are the run command's defaults
+
+
+def scheduler_of(kind: str):
+    """`build_scheduler` as `run --budget default` builds it: the budget's rungs for the ASHA kinds."""
+    budget = DEFAULT_SEARCH
+    return build_scheduler(kind, budget.max_epochs, grace_period=budget.grace_period,
+                           reduction_factor=budget.reduction_factor, warmup_trials=budget.warmup_trials)
 RUN_SAMPLER = tuning.make_sampler  # before any patching
 
 
@@ -166,10 +175,11 @@ def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | Non
 
 
 def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concurrency: int) -> dict:
-    budget = BUDGETS["default"]
+    budget = DEFAULT_SEARCH
     space = load_space(SPACES_DIR / "mnist.toml")
-    settings = tuning.SearchSettings(trials=trials, sampler="tpe", max_concurrent=concurrency, cpus_per_trial=2 / concurrency, seed=seed)
-    scheduler = build_scheduler(scheduler_kind, budget.max_epochs)
+    run_sampler = "tpe" if sampler == "tpe-multivariate" else sampler
+    settings = tuning.SearchSettings(trials=trials, sampler=run_sampler, max_concurrent=concurrency, cpus_per_trial=2 / concurrency, seed=seed)
+    scheduler = scheduler_of(scheduler_kind)
     instrument(scheduler)
     with tempfile.TemporaryDirectory(prefix="rs-scale-", dir="/tmp") as root:
         paths = RunPaths(Location.of(Path(root) / "run"))
@@ -182,7 +192,7 @@ def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concur
             tuner = tuning.make_tuner(
                 data=None, setup=None, budget=budget, settings=settings, param_space=space.to_tune(),
                 storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks,
-                study=(study.study_name(paths), study.storage(paths, fresh=True)),
+                study=(study.study_name(paths), study.storage(paths, fresh=True, writer=True)),  # as stages/search.py
             )
         TIMERS.reset()
         start = time.perf_counter()
@@ -212,10 +222,10 @@ def replay_hooks(trials: int, scheduler_kind: str, seed: int, concurrency: int) 
     where a real search is not (Tune's own cost and TPE's). The live tables are written as in a
     search but their wall-clock throttle would make a per-result figure meaningless here: one
     write at the end, timed, is reported instead."""
-    budget = BUDGETS["default"]
+    budget = DEFAULT_SEARCH
     space = load_space(SPACES_DIR / "mnist.toml").to_tune()
     settings = tuning.SearchSettings(trials=trials, max_concurrent=concurrency, seed=seed)
-    scheduler = build_scheduler(scheduler_kind, budget.max_epochs)
+    scheduler = scheduler_of(scheduler_kind)
     instrument(scheduler)
     np.random.seed(seed)  # Tune's domains sample from numpy's global generator
     with tempfile.TemporaryDirectory(prefix="rs-scale-", dir="/tmp") as root:
@@ -316,10 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, nargs="*", default=[100, 1000], help="real searches of these sizes (default 100 1000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 1], help="searches (seeds) per size, the last repeated (default 3 1)")
-    parser.add_argument("--schedulers", nargs="+", default=["fifo"], help="default: fifo, the run command's default")
-    parser.add_argument("--samplers", nargs="+", default=["tpe"], choices=SAMPLER_VARIANTS, help="default: tpe, the run command's default")
+    parser.add_argument("--schedulers", nargs="+", default=[DEFAULT_SEARCH.scheduler],
+                        help=f"default: {DEFAULT_SEARCH.scheduler}, the run command's (the default budget's rungs)")
+    parser.add_argument("--samplers", nargs="+", default=[DEFAULT_SEARCH.sampler], choices=SAMPLER_VARIANTS,
+                        help=f"default: {DEFAULT_SEARCH.sampler}, the run command's")
     parser.add_argument("--replay-trials", type=int, nargs="*", default=[100, 1000, 10000], help="hook replays of these sizes (default 100 1000 10000)")
-    parser.add_argument("--replay-schedulers", nargs="+", default=["fifo", "pareto-asha", "pareto-asha-epsnet"])
+    parser.add_argument("--replay-schedulers", nargs="+", default=[DEFAULT_SEARCH.scheduler, "fifo", "pareto-asha", "pareto-asha-epsnet"])
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per CPU, as run does on 2 CPUs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     parser.add_argument("--table-only", action="store_true", help="print the tables of an earlier run's --out file, run nothing")
@@ -327,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         return print_tables(json.loads(args.out.read_text()), args.out)
 
-    progress.PROGRESS_SECONDS = 0.0  # the live line at every step, as on a terminal ...
+    progress.PROGRESS_SECONDS = progress.RENDER_SECONDS  # the live line as often as a terminal renders it ...
     progress.LiveProgress.emit = lambda self, line: None  # ... but not printed
     out: dict = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": [], "replays": []}
     print(f"load avg {out['machine']['load_average_at_start']}; searches {args.trials} x {args.schedulers} x {args.samplers}; replays {args.replay_trials}", flush=True)

@@ -3,6 +3,7 @@ elsewhere (Slurm .out files, `kubectl logs`, pipes) and in RUN/run.log, and the 
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import sys
@@ -23,6 +24,9 @@ from .pareto import MODES, OBJECTIVES, ParetoFront, to_minimisation
 # Seconds between progress lines off a terminal (and in run.log), and between rewrites of the live tables.
 PROGRESS_SECONDS = float(os.environ.get("REGENE_SEARCH_PROGRESS_SECONDS", "30"))
 TABLE_SECONDS = float(os.environ.get("REGENE_SEARCH_TABLE_SECONDS", "10"))
+# Seconds between renderings of the live line on a terminal: rich shows 2 frames a second, so a
+# line built at every step of a fast search (hundreds a second) would mostly go unseen.
+RENDER_SECONDS = 0.5
 
 # What is kept of each report: history.parquet's columns, and Tune's clock (trials' start times).
 KEPT = [name for name in HISTORY_COLUMNS.names if name != "run"] + ["time_total_s"]
@@ -61,6 +65,12 @@ def epoch_pace(epochs: dict[int, dict[str, Any]]) -> float | None:
     return now - before if before is not None else now / last
 
 
+def sorted_median(values: list[float]) -> float:
+    """The median of an already sorted, non-empty list, in O(1)."""
+    middle = len(values) // 2
+    return float(values[middle]) if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 class LiveProgress(tune.Callback):
     """Done/running/total trials, the best of each objective and the hypervolume over every trial's
     latest report (the rows the live pareto.parquet ranks), elapsed and ETA; writes the live tables.
@@ -78,8 +88,9 @@ class LiveProgress(tune.Callback):
         self.front = ParetoFront()  # over each trial's latest scored report, in minimisation form
         self.history: dict[str, dict[int, dict[str, Any]]] = {}
         self.planned: dict[str, int] = {}  # each trial's planned epochs, for the ETA
+        self.finished_times: list[float] = []  # sorted, kept as trials end: the ETA's median without a sort per refresh
         self.live: Live | None = None
-        self.last_line = -math.inf
+        self.last_line = self.last_render = -math.inf
         self.next_tables = -math.inf
         self.tables_due = False
 
@@ -92,12 +103,14 @@ class LiveProgress(tune.Callback):
         state = dict(state)
         latest = state.pop("latest", {})  # older versions kept every trial's latest point
         self.__dict__.update(state)
+        if "finished_times" not in state:
+            self.finished_times = sorted(t for t in map(self._own_time, self.finished) if t is not None)
         for trial_id, point in latest.items():
             self.front.set(trial_id, to_minimisation(point.reshape(1, -1))[0])
 
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()
-        self.last_line = self.next_tables = -math.inf
+        self.last_line = self.last_render = self.next_tables = -math.inf
         if sys.stdout.isatty():
             self.live = Live(self.render(0), console=Console(), refresh_per_second=2, transient=False)
             self.live.start()
@@ -125,8 +138,7 @@ class LiveProgress(tune.Callback):
             if pace is not None and planned is not None:
                 left.append(max(planned - max(epochs), 0) * pace)
                 projected.append(planned * pace)
-        finished = [latest_time(self.history[t]) for t in self.finished if self.history.get(t)]
-        typical = float(np.median([t for t in finished if t is not None] or projected or [math.inf]))
+        typical = sorted_median(self.finished_times) if self.finished_times else float(np.median(projected or [math.inf]))
         waiting = max(self.total - len(self.finished) - len(left), 0)
         if not left and not waiting:
             return 0.0
@@ -150,23 +162,34 @@ class LiveProgress(tune.Callback):
             self.history.setdefault(trial.trial_id, {})[result["epoch"]] = {k: result.get(k) for k in KEPT}
         self.tables_due = True
 
+    def _own_time(self, trial_id: str) -> float | None:
+        epochs = self.history.get(trial_id)
+        return latest_time(epochs) if epochs else None
+
+    def _finish(self, trial_id: str) -> None:
+        if trial_id not in self.finished:
+            seconds = self._own_time(trial_id)
+            if seconds is not None:
+                bisect.insort(self.finished_times, seconds)
+        self.finished.add(trial_id)
+        self.running.discard(trial_id)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.finished.add(trial.trial_id)
-        self.running.discard(trial.trial_id)
+        self._finish(trial.trial_id)
         if scored(trial.last_result or {}) is None:
             self.front.discard(trial.trial_id)
         self.tables_due = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.finished.add(trial.trial_id)
-        self.running.discard(trial.trial_id)
+        self._finish(trial.trial_id)
         self.front.discard(trial.trial_id)
         self.tables_due = True
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
         running = len(self.running)
-        if self.live is not None:
+        if self.live is not None and now - self.last_render >= RENDER_SECONDS:
+            self.last_render = now
             self.live.update(self.render(running))
         if now - self.last_line >= PROGRESS_SECONDS:
             self.last_line = now

@@ -7,8 +7,11 @@ keeps the journal in a local cache and uploads it as the search's tables are wri
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +51,60 @@ def check_same_folder(paths: RunPaths) -> None:
         )
 
 
-def storage(paths: RunPaths, *, fresh: bool = False) -> JournalStorage:
+def storage(paths: RunPaths, *, fresh: bool = False, writer: bool = False) -> JournalStorage:
+    """The journal for a reader, or with `writer` for the search's driver, its one writer (`DriverJournal`)."""
     path = journal_path(paths, fresh=fresh)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage((DriverJournal if writer else JournalFileBackend)(str(path)))
+
+
+class DriverJournal(JournalFileBackend):
+    """The journal file as the search's driver, its one writer, uses it: every line is also kept in
+    memory, so the study reads back its own writes without reading the file again, and the lines
+    written within `batch()` reach the file together, under one lock and one fsync.
+
+    Optuna writes a line per suggested parameter, each locked and fsynced: 13 a trial in the MNIST
+    space, 9 ms a trial (benchmarks/scale.py). The searcher batches each of its calls, so the file
+    holds a trial's suggestion whole or not at all. Readers in other processes (the live tables,
+    optuna-dashboard) read the file as before.
+    """
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._lines = list(super().read_logs(0))
+        self._held: list[dict[str, Any]] | None = None
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        return iter(self._lines[log_number_from:])
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._lines.extend(json.loads(json.dumps(log)) for log in logs)  # as the file gives them back
+        if self._held is None:
+            super().append_logs(logs)
+        else:
+            self._held.extend(logs)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._held is not None:  # already inside one
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                super().append_logs(held)
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles the searcher with its study
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lines", "_held")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._log_number_offset = {0: 0}
+        self._lines = list(JournalFileBackend.read_logs(self, 0))
+        self._held = None
 
 
 def sync(paths: RunPaths) -> None:
@@ -130,12 +183,19 @@ class RecordedOptunaSearch(OptunaSearch):
             self._ot_study.set_metric_names(list(OBJECTIVES))
 
     def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+        with self._batch():
+            config = super().suggest(trial_id)
+            if trial_id in self._ot_trials:
+                self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get("diverged") and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_trials[trial_id].set_user_attr("diverged", True)
-        super().on_trial_complete(trial_id, result=result, error=error)
+        with self._batch():
+            if result and result.get("diverged") and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+                self._ot_trials[trial_id].set_user_attr("diverged", True)
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _batch(self) -> contextlib.AbstractContextManager:
+        """One write of the journal per call, when the study is on a `DriverJournal`."""
+        backend = getattr(getattr(self, "_storage", None), "_backend", None)
+        return backend.batch() if isinstance(backend, DriverJournal) else contextlib.nullcontext()

@@ -323,7 +323,7 @@ def search_stage(
         storage=paths.tune_dir,
         scheduler=scheduler,
         callbacks=callbacks,
-        study=(study.study_name(paths), study.storage(paths, fresh=True)),
+        study=(study.study_name(paths), study.storage(paths, fresh=True, writer=True)),
     )
     low_disk.clear()
     try:

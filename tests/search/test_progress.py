@@ -75,6 +75,16 @@ def test_a_search_saved_by_an_older_version_restores_with_the_newer_fields():
     assert restored.total == 4 and restored.history == {} and restored.write_tables is None
     assert restored.front.front_keys == {"a"} and restored.front.hypervolume == pytest.approx(hypervolume(to_minimisation(state["latest"]["a"][None])))
     assert "latest" not in restored.__dict__
+    # One saved before the ETA kept its finished times sorted: rebuilt from the trials' histories.
+    state.update(history={"a": {2: {"time_total_s": 30.0}}, "b": {1: {"time_total_s": 10.0}}, "c": {1: {"time_total_s": 99.0}}}, finished={"a", "b"})
+    restored.__setstate__(state)
+    assert restored.finished_times == [10.0, 30.0]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 10, 101])
+def test_sorted_median_is_numpys_median(size):
+    values = sorted(np.random.default_rng(size).normal(size=size).tolist())
+    assert progress.sorted_median(values) == pytest.approx(float(np.median(values)))
 
 
 def test_the_eta_counts_each_running_trials_own_pace_and_the_trials_still_to_come():

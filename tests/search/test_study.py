@@ -15,7 +15,7 @@ from regene_search.errors import RunDirError
 from regene_search.results import RunPaths, write_json
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
-from regene_search.search.study import STUDY_FILE, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers
+from regene_search.search.study import STUDY_FILE, DriverJournal, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers
 from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
 
 from ..conftest import CLI, new_run_folder
@@ -27,8 +27,8 @@ def run_folder(root, name: str):
     return paths
 
 
-def searcher_for(paths):
-    searcher = make_searcher(SearchSettings(trials=8, sampler="random", max_concurrent=4, seed=1), (study_name(paths), storage(paths)))
+def searcher_for(paths, writer: bool = True):
+    searcher = make_searcher(SearchSettings(trials=8, sampler="random", max_concurrent=4, seed=1), (study_name(paths), storage(paths, writer=writer)))
     searcher.set_search_properties(None, None, load_space(default_space_path("mnist")).to_tune())
     return searcher
 
@@ -61,6 +61,33 @@ def test_the_study_is_kept_and_a_restored_searcher_continues_it(tmp_path):
     assert study.trials[1].user_attrs.get("diverged") is True and "diverged" not in study.trials[0].user_attrs
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert {t.number for t in study.best_trials} == {0, 2}
+
+
+def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_as_optunas_own(tmp_path, monkeypatch):
+    from optuna.storages.journal import JournalFileBackend
+
+    appends = []
+    original = JournalFileBackend.append_logs
+    monkeypatch.setattr(JournalFileBackend, "append_logs", lambda self, logs: (appends.append(len(logs)), original(self, logs))[1])
+    studies = {}
+    for writer in (False, True):
+        paths = run_folder(tmp_path, f"writer-{writer}")
+        searcher = searcher_for(paths, writer=writer)
+        appends.clear()
+        for k in range(3):
+            searcher.suggest(f"t_{k}")
+        searcher.on_trial_complete("t_0", scores(0.91, 0.12, 0.3))
+        searcher.on_trial_complete("t_1", {**DIVERGED_METRICS, "diverged": True})
+        searcher.on_trial_complete("t_2", error=True)
+        calls = list(appends)
+        studies[writer] = load_study(paths.dir)  # a reader of the file, in another storage
+        if writer:
+            backend = searcher.searcher._storage._backend
+            assert isinstance(backend, DriverJournal)
+            assert backend._lines == list(JournalFileBackend(str(paths.dir / STUDY_FILE)).read_logs(0))
+    assert len(calls) == 6 and sum(calls) > 6  # one locked, fsynced write per call, where Optuna makes one per line
+    plain, driver = (sorted(studies[w].trials, key=lambda t: t.number) for w in (False, True))
+    assert [(t.params, t.values, t.state, t.user_attrs) for t in plain] == [(t.params, t.values, t.state, t.user_attrs) for t in driver]
 
 
 def test_no_study_yet_means_no_numbers(tmp_path):
