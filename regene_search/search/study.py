@@ -66,7 +66,8 @@ class DriverJournal(JournalFileBackend):
     Optuna writes a line per suggested parameter, each locked and fsynced: 13 a trial in the MNIST
     space, 9 ms a trial (benchmarks/scale.py). The searcher batches each of its calls, so the file
     holds a trial's suggestion whole or not at all. Readers in other processes (the live tables,
-    optuna-dashboard) read the file as before.
+    optuna-dashboard) read the file as before; no other process may write to it during the search
+    (its lines would be missing here, and the trial ids replayed from the file would differ).
     """
 
     def __init__(self, file_path: str) -> None:
