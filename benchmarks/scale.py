@@ -9,7 +9,7 @@ time is the driver's. Each trial reports its planned epochs (1..3, the MNIST spa
 The project's hooks are timed by wrapping their classes' methods here (nothing in the package is
 instrumented); nested calls count once, in the innermost part:
 
-* searcher:  RecordedOptunaSearch.suggest / on_trial_result / on_trial_complete (Optuna's TPE inside)
+* searcher:  RecordedOptunaSearch.suggest / on_trial_result / on_trial_complete (Optuna's sampler and journal inside)
 * scheduler: the scheduler's on_trial_add / on_trial_result / on_trial_complete / choose_trial_to_run
 * callbacks: DiskWatch, StopReasonCallback, SignTuneState (every hook)
 * live view: LiveProgress's hooks, building the line as often as a terminal renders it
@@ -18,8 +18,8 @@ instrumented); nested calls count once, in the innermost part:
 
 Tune's own cost is the driver's wall time of `fit()` per result less all of these.
 
-A real search of 10,000 trials is out of reach here (Tune's own cost is ~0.4 s per result on
-this machine, and TPE's suggestion grows with the trials), so the project's hooks are also
+A real search of 10,000 trials is out of reach here (Tune's own cost was 7-18 ms per result on
+idle cores and ~0.4 s at load average 12-23, and TPE's suggestion grows with the trials), so the project's hooks are also
 replayed without Tune, Ray or the searcher (`replay_hooks`) at 100, 1,000 and 10,000 trials.
 
     python benchmarks/scale.py      # searches of 100 (3 seeds) and 1,000 trials, the default budget's search; replays to 10,000
