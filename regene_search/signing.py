@@ -180,6 +180,10 @@ class SignTuneState(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self.staging is None and trials:  # Tune tells callbacks its staging folder only through a trial
             self.staging = Path(trials[0].storage.experiment_driver_staging_path)
+            # Tune saved its state once already, at its first step, before it had a trial to tell us
+            # the folder by: sign that save now, or a run killed before the next one (10 s later, or
+            # at the second trial checkpoint) could not resume.
+            self.get_state()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.on_step_begin(iteration, trials)

@@ -107,6 +107,25 @@ def test_a_state_file_cut_short_mid_upload_is_put_back_from_its_signed_copy(own_
     assert signing.repair_from_signed_copies(experiment) == []  # nothing left to put back
 
 
+def test_the_save_tune_makes_before_its_first_trial_is_signed_once_a_trial_names_the_folder(own_key, tmp_path):
+    """Tune saves its state at its first step, before any trial exists to tell the callback its
+    staging folder; a run killed before the next save must still resume (seen on idle cores)."""
+    from types import SimpleNamespace
+
+    staging, experiment = tmp_path / "staging", Location.of(tmp_path / "search")
+    staging.mkdir()
+    callback = signing.SignTuneState(experiment)
+    callback.on_step_begin(0, [])  # step 1: no trial yet
+    (staging / "experiment_state-s.json").write_text('{"trials": []}')  # ... then Tune saves and uploads
+    callback.get_state()
+    (experiment / "experiment_state-s.json").write_bytes((staging / "experiment_state-s.json").read_bytes())
+    with pytest.raises(RunDirError, match="not signed"):
+        signing.verify_folder(experiment)
+    trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))  # Tune's Trial, as the callback reads it
+    callback.on_step_begin(1, [trial])
+    signing.verify_folder(experiment)
+
+
 def test_a_changed_signed_copy_is_never_put_back(own_key, tmp_path):
     experiment = Location.of(tmp_path / "search")
     (experiment / "searcher-state-x.pkl").write_bytes(b"searcher")
