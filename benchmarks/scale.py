@@ -154,15 +154,14 @@ class ResultCount(tune.Callback):
 
 
 SAMPLER_VARIANTS = (*SAMPLERS, "tpe-multivariate")
+RUN_SAMPLER = tuning.make_sampler  # before any patching
 DEFAULT_SEARCH = BUDGETS["default"]  # its sampler, scheduler and rungs are the run command's defaults
 
 
 def scheduler_of(kind: str):
     """`build_scheduler` as `run --budget default` builds it: the budget's rungs for the ASHA kinds."""
-    budget = DEFAULT_SEARCH
-    return build_scheduler(kind, budget.max_epochs, grace_period=budget.grace_period,
-                           reduction_factor=budget.reduction_factor, warmup_trials=budget.warmup_trials)
-RUN_SAMPLER = tuning.make_sampler  # before any patching
+    return build_scheduler(kind, DEFAULT_SEARCH.max_epochs, grace_period=DEFAULT_SEARCH.grace_period,
+                           reduction_factor=DEFAULT_SEARCH.reduction_factor, warmup_trials=DEFAULT_SEARCH.warmup_trials)
 
 
 def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None):

@@ -72,6 +72,11 @@ class DriverJournal(JournalFileBackend):
 
     def __init__(self, file_path: str) -> None:
         super().__init__(file_path)
+        self._load()
+
+    def _load(self) -> None:
+        """Every line of the file, read once: from here on the study reads them from memory."""
+        self._log_number_offset = {0: 0}
         self._lines = list(super().read_logs(0))
         self._held: list[dict[str, Any]] | None = None
 
@@ -103,9 +108,7 @@ class DriverJournal(JournalFileBackend):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._log_number_offset = {0: 0}
-        self._lines = list(JournalFileBackend.read_logs(self, 0))
-        self._held = None
+        self._load()
 
 
 def sync(paths: RunPaths) -> None:
@@ -198,5 +201,5 @@ class RecordedOptunaSearch(OptunaSearch):
 
     def _batch(self) -> contextlib.AbstractContextManager:
         """One write of the journal per call, when the study is on a `DriverJournal`."""
-        backend = getattr(getattr(self, "_storage", None), "_backend", None)
+        backend = getattr(self._storage, "_backend", None)  # None: a study in memory
         return backend.batch() if isinstance(backend, DriverJournal) else contextlib.nullcontext()
