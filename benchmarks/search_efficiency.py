@@ -75,6 +75,8 @@ METHODS = [
     # ... and rungs set from the CIFAR-10 table's rank agreement: first rung at epoch 2, 1 in 4 go on,
     # 2 trials run whole before any stop (the warm-up alone, the rungs alone, both; with TPE and epsnet)
     "random-asha-g1-r2-w2", "random-asha-g2-r4", "random-asha-g2-r4-w2", "tpe-asha-g2-r4-w2", "random-epsnet-asha-g2-r4-w2",
+    # ... and 1 in 10 past the rung, the keep share an oracle with exact cutoffs finds best (efficiency_bound.py): the default
+    "random-asha-g2-r10-w2",
 ]
 BASELINE = "random-fifo"
 COLOURS = {"random-fifo": "black", "tpe-fifo": "tab:blue", "nsga2-fifo": "tab:purple", "random-asha": "tab:olive",
@@ -112,6 +114,8 @@ class Method:
 def colour(method: str, methods: list[str]) -> str:
     if method in COLOURS:
         return COLOURS[method]
+    if method.startswith(f"{BASELINE},"):  # the noise floor
+        return "grey"
     import matplotlib
 
     others = [m for m in methods if m not in COLOURS]  # the variants: Dark2's 8 colours, none of tab10's above
@@ -151,18 +155,24 @@ def _matters(point: np.ndarray, others: np.ndarray, reference: np.ndarray) -> bo
     return not np.any(np.all(others <= point, axis=1))
 
 
-def run_one(task: tuple[str, int, int, int, str]) -> pd.DataFrame:
-    """One replayed search -> its reports with the hypervolume after each."""
-    method, seed, workers, trials, match = task
+def noise_floor_label(n_seeds: int) -> str:
+    """The baseline again on the next seeds (N..2N-1): how far below itself its median curve falls by chance."""
+    return f"{BASELINE}, seeds {n_seeds}-{2 * n_seeds - 1}"
+
+
+def run_one(task: tuple[str, int, int, int, str, int]) -> pd.DataFrame:
+    """One replayed search -> its reports with the hypervolume after each. `seed_offset` shifts the
+    sampler's seed (the noise-floor rows); the row keeps the unshifted seed index."""
+    method, seed, workers, trials, match, seed_offset = task
     spec = Method.parse(method)
     quiet_tune_output()
-    searcher = make_searcher(SearchSettings(trials=trials, sampler=spec.sampler, max_concurrent=workers, seed=seed))
+    searcher = make_searcher(SearchSettings(trials=trials, sampler=spec.sampler, max_concurrent=workers, seed=seed + seed_offset))
     result = replay(_TABLE, searcher, spec.scheduler_for(_TABLE.epochs), workers=workers, trial_epoch_budget=trials * _TABLE.epochs, match=match)
     frame = pd.DataFrame(result.reports)
     frame["hypervolume"] = hypervolume_curve(result.reports)
     frame.insert(0, "workers", workers)
     frame.insert(0, "seed", seed)
-    frame.insert(0, "method", method)
+    frame.insert(0, "method", noise_floor_label(seed_offset) if seed_offset else method)
     return frame[["method", "seed", "workers", "trial_epochs", "time", "hypervolume", "trial", "config_id", "epoch", "decision"]]
 
 
@@ -264,7 +274,7 @@ def plot(frames: pd.DataFrame, summary: dict, agreement: pd.DataFrame, methods: 
     for method in methods:
         stack = np.array([on_grid(g, budget) for _, g in curves[curves["method"] == method].groupby("seed")])
         q1, q2, q3 = np.percentile(stack, [25, 50, 75], axis=0)
-        ax.plot(x, q2, color=colour(method, methods), ls="--" if method == BASELINE else "-", lw=2 if method == BASELINE else 1.5, label=method)
+        ax.plot(x, q2, color=colour(method, methods), ls="--" if method.startswith(BASELINE) else "-", lw=2 if method == BASELINE else 1.5, label=method)
         ax.fill_between(x, q1, q3, color=colour(method, methods), alpha=0.10, lw=0)
     ax.axhline(summary["target_hv"], color="grey", ls=":", lw=1, label=f"target: random-fifo median final HV {summary['target_hv']:.4f}")
     ax.axvline(budget / 3, color="grey", ls="-.", lw=0.8, label="1/3 of the budget")
@@ -303,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=24, help="budget = trials x the table's epochs trial-epochs (default 24)")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 16], help="simulated workers (default 2 16; 2 is required)")
     parser.add_argument("--methods", nargs="+", type=lambda name: Method.parse(name).name, default=METHODS,
-                        help="<sampler>-<scheduler>[-g<grace>][-r<rf>][-w<warm-up>] (default: the 14 of METHODS)")
+                        help="<sampler>-<scheduler>[-g<grace>][-r<rf>][-w<warm-up>] (default: the 15 of METHODS)")
     parser.add_argument("--cost", choices=("cpu_seconds", "seconds"), default="cpu_seconds", help="per-epoch time (default cpu_seconds)")
     parser.add_argument("--match", choices=MATCH_RULES, default="nearest",
                         help="a suggestion gets the nearest recorded configuration, or the nearest this search has not run yet (fresh)")
@@ -323,8 +333,10 @@ def main(argv: list[str] | None = None) -> int:
           f"a suggestion gets the {'nearest recorded configuration not yet run' if args.match == 'fresh' else 'nearest recorded configuration'}", flush=True)
 
     # Slowest first (TPE with early stopping suggests the most trials), so the pool ends together.
-    tasks = sorted(((m, s, w, args.trials, args.match) for m in methods for s in seeds for w in args.workers),
+    tasks = sorted(((m, s, w, args.trials, args.match, 0) for m in methods for s in seeds for w in args.workers),
                    key=lambda t: (Method.parse(t[0]).sampler != "tpe", Method.parse(t[0]).scheduler == "fifo"))
+    tasks += [(BASELINE, s, CURVE_WORKERS, args.trials, args.match, len(seeds)) for s in seeds]
+    methods.append(noise_floor_label(len(seeds)))
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         frames = pd.concat(list(pool.map(run_one, tasks, chunksize=1)), ignore_index=True)
     frames = frames.sort_values(["method", "seed", "workers", "trial_epochs"], ignore_index=True)

@@ -104,7 +104,7 @@ def _rows(path) -> list[dict[str, Any]]:
 
 
 def scheduler_text(spec: dict[str, Any]) -> str | None:
-    """The scheduler and, for an ASHA one, its rungs: "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"."""
+    """The scheduler and, for an ASHA one, its rungs: "asha scheduler (first rung at epoch 2, 1 in 10 go on, 2 warm-up trials)"."""
     scheduler = spec.get("scheduler")
     if scheduler is None:
         return None

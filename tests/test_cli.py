@@ -308,8 +308,8 @@ def test_search_knobs_reach_the_run_spec_the_sampler_and_run_json(tmp_path):
     assert make_sampler("tpe", seed=0, trials=40, startup_trials=spec.startup_trials)._n_startup_trials == 5
     assert make_sampler("tpe", seed=0, trials=40)._n_startup_trials == 10
     default = _spec_from_args(build_parser().parse_args(["run", "shapes", "--results", str(tmp_path)]))  # the default budget's winner
-    assert (default.sampler, default.scheduler, default.grace_period, default.reduction_factor, default.warmup_trials) == ("random", "asha", 2, 4.0, 2)
-    assert default.resolved_trials == 52  # the 24 trials' 192 trial-epochs, spent on trials that mostly stop at epoch 2
+    assert (default.sampler, default.scheduler, default.grace_period, default.reduction_factor, default.warmup_trials) == ("random", "asha", 2, 10.0, 2)
+    assert default.resolved_trials == 70  # the 24 trials' 192 trial-epochs, spent on trials that mostly stop at epoch 2
     smoke = _spec_from_args(build_parser().parse_args(["run", "shapes", "--budget", "smoke", "--results", str(tmp_path)]))
     assert (smoke.sampler, smoke.scheduler, smoke.grace_period, smoke.reduction_factor, smoke.warmup_trials, smoke.resolved_trials) == ("tpe", "fifo", 1, 2.0, 0, 4)
 

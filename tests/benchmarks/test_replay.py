@@ -247,6 +247,11 @@ def test_search_efficiency_runs_end_to_end_on_a_small_table(tmp_path, space, cap
         assert (tmp_path / "out" / f"search_efficiency_small_curves.{suffix}").stat().st_size > 0
     frame = pd_read(tmp_path / "out" / "search_efficiency_small_curves.parquet")
     assert set(frame["workers"]) == {2, 16} and frame.groupby(["method", "seed", "workers"])["trial_epochs"].max().eq(16).all()
+    # the noise floor: random-FIFO again on seeds 2-3, 2 workers only, other draws than seeds 0-1
+    again = frame[frame["method"] == "random-fifo, seeds 2-3"]
+    assert "random-fifo, seeds 2-3" in out and set(again["workers"]) == {2} and set(again["seed"]) == {0, 1}
+    first = frame[(frame["method"] == "random-fifo") & (frame["workers"] == 2)]
+    assert list(again.sort_values(["seed", "trial_epochs"])["config_id"]) != list(first.sort_values(["seed", "trial_epochs"])["config_id"])
 
 
 def test_method_names_carry_the_rungs():
