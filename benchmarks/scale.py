@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import math
 import sys
@@ -173,7 +174,7 @@ def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | Non
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sampler._n_startup_trials, multivariate=True)
 
 
-def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concurrency: int) -> dict:
+def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concurrency: int, journal_flush: float = study.FLUSH_SECONDS) -> dict:
     budget = DEFAULT_SEARCH
     space = load_space(SPACES_DIR / "mnist.toml")
     run_sampler = "tpe" if sampler == "tpe-multivariate" else sampler
@@ -187,16 +188,17 @@ def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concur
         callbacks = [*search_callbacks(paths, settings, budget, scheduler), counter]
         trainable = tune.with_resources(synthetic_trainable, {"cpu": settings.cpus_per_trial})
         samplers = make_sampler if sampler == "tpe-multivariate" else RUN_SAMPLER
-        with _patched(tuning, "make_trainable", lambda *args: trainable), _patched(tuning, "make_sampler", samplers):
+        with _patched(tuning, "make_trainable", lambda *args: trainable), _patched(tuning, "make_sampler", samplers), \
+                _patched(study, "FLUSH_SECONDS", journal_flush):
             tuner = tuning.make_tuner(
                 data=None, setup=None, budget=budget, settings=settings, param_space=space.to_tune(),
                 storage=paths.tune_dir, scheduler=scheduler, callbacks=callbacks,
                 study=(study.study_name(paths), study.storage(paths, fresh=True, writer=True)),  # as stages/search.py
             )
-        TIMERS.reset()
-        start = time.perf_counter()
-        grid = tuner.fit()
-        wall = time.perf_counter() - start
+            TIMERS.reset()
+            start = time.perf_counter()
+            grid = tuner.fit()
+            wall = time.perf_counter() - start
         parts = {part: TIMERS.seconds.get(part, 0.0) for part in PARTS}
         calls = {part: TIMERS.calls.get(part, 0) for part in PARTS}
         errors = sum(r.error is not None for r in grid)
@@ -204,7 +206,7 @@ def one_search(trials: int, scheduler_kind: str, sampler: str, seed: int, concur
     results = counter.results
     tune_own = wall - sum(parts.values())
     return {
-        "trials": trials, "scheduler": scheduler_kind, "sampler": sampler, "seed": seed, "concurrency": concurrency,
+        "trials": trials, "scheduler": scheduler_kind, "sampler": sampler, "journal_flush": f"{journal_flush:g} s", "seed": seed, "concurrency": concurrency,
         "finished": finished, "errors": errors, "results": results, "fit_wall_seconds": wall,
         "ms_per_result": {"total": 1000 * wall / results, "tune": 1000 * tune_own / results,
                           **{part: 1000 * s / results for part, s in parts.items()}},
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"default: {DEFAULT_SEARCH.sampler}, the run command's")
     parser.add_argument("--replay-trials", type=int, nargs="*", default=[100, 1000, 10000], help="hook replays of these sizes (default 100 1000 10000)")
     parser.add_argument("--replay-schedulers", nargs="+", default=[DEFAULT_SEARCH.scheduler, "fifo", "pareto-asha", "pareto-asha-epsnet"])
+    parser.add_argument("--journal-flush", type=float, nargs="+", default=[study.FLUSH_SECONDS],
+                        help=f"the driver journal's FLUSH_SECONDS, one search each (default {study.FLUSH_SECONDS:g}; 0: a write per searcher call, as in session 13)")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2: one per CPU, as run does on 2 CPUs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     parser.add_argument("--table-only", action="store_true", help="print the tables of an earlier run's --out file, run nothing")
@@ -353,20 +357,20 @@ def main(argv: list[str] | None = None) -> int:
         with local_ray(num_cpus=2):
             for i, trials in enumerate(args.trials):
                 for seed in range(args.seeds[min(i, len(args.seeds) - 1)]):
-                    for kind in args.schedulers:  # interleaved: each seed runs every variant
-                        for sampler in args.samplers:
-                            run = one_search(trials, kind, sampler, seed, args.concurrency)
-                            out["runs"].append(run)
-                            print(f"  {trials} trials, {kind}, {sampler}, seed {seed}: {run['results']} results in {run['fit_wall_seconds']:.0f} s; ms/result "
-                                  + ", ".join(f"{k} {v:.2f}" for k, v in run["ms_per_result"].items())
-                                  + f"; project/Tune {100 * run['project_share_of_tune']:.1f}%", flush=True)
-                            write_json(args.out, out)
+                    # interleaved: each seed runs every variant
+                    for kind, sampler, flush in itertools.product(args.schedulers, args.samplers, args.journal_flush):
+                        run = one_search(trials, kind, sampler, seed, args.concurrency, flush)
+                        out["runs"].append(run)
+                        print(f"  {trials} trials, {kind}, {sampler}, journal flush {flush:g} s, seed {seed}: {run['results']} results in {run['fit_wall_seconds']:.0f} s; ms/result "
+                              + ", ".join(f"{k} {v:.2f}" for k, v in run["ms_per_result"].items())
+                              + f"; project/Tune {100 * run['project_share_of_tune']:.1f}%", flush=True)
+                        write_json(args.out, out)
 
     return print_tables(out, args.out)
 
 
 def print_tables(out: dict, path: Path) -> int:
-    out["summary"], rows = summarise(out["runs"], lambda r: (r["scheduler"], r["sampler"]), ("total", "tune", *PARTS))
+    out["summary"], rows = summarise(out["runs"], lambda r: (r["scheduler"], r["sampler"], r.get("journal_flush", "0 s")), ("total", "tune", *PARTS))
     replay_summary, replay_rows = summarise(out["replays"], lambda r: (r["scheduler"],), ("scheduler", "callbacks", "live view"))
     for row in replay_rows:  # one write of the live tables at the end of each replay (the median, with several)
         writes = [r["live_tables_write_seconds_at_end"] for r in out["replays"] if (r["scheduler"], r["trials"]) == (row[0], row[1])]
@@ -375,7 +379,7 @@ def print_tables(out: dict, path: Path) -> int:
     write_json(path, out)
     padded = lambda rows, header: [row + [""] * (len(header) - len(row)) for row in rows]  # noqa: E731
     if rows:
-        header = ["scheduler", "sampler", "trials", "searches", "total", "Tune", *PARTS, "project / Tune", "without searcher"]
+        header = ["scheduler", "sampler", "journal flush", "trials", "searches", "total", "Tune", *PARTS, "project / Tune", "without searcher"]
         print("\nReal searches: driver ms per trial result (medians over searches); k: total seconds ~ trials**k")
         print(table(padded(rows, header), header))
     if replay_rows:

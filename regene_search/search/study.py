@@ -7,10 +7,13 @@ keeps the journal in a local cache and uploads it as the search's tables are wri
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from .pareto import OBJECTIVES
 
 STUDY_FILE = "optuna.journal"
 TRIAL_ID_ATTR = "trial_id"  # the Tune trial id, which names the trial's rows in trials.parquet
+FLUSH_SECONDS = 1.0  # the driver's journal writes its held lines at the first searcher call this long after them
 
 
 def study_name(paths: RunPaths) -> str:
@@ -60,14 +64,18 @@ def storage(paths: RunPaths, *, fresh: bool = False, writer: bool = False) -> Jo
 
 class DriverJournal(JournalFileBackend):
     """The journal file as the search's driver, its one writer, uses it: every line is also kept in
-    memory, so the study reads back its own writes without reading the file again, and the lines
-    written within `batch()` reach the file together, under one lock and one fsync.
+    memory, so the study reads back its own writes without reading the file again, and lines reach
+    the file in few locked, fsynced appends.
 
     Optuna writes a line per suggested parameter, each locked and fsynced: 13 a trial in the MNIST
-    space, 9 ms a trial (benchmarks/scale.py). The searcher batches each of its calls, so the file
-    holds a trial's suggestion whole or not at all. Readers in other processes (the live tables,
-    optuna-dashboard) read the file as before; no other process may write to it during the search
-    (its lines would be missing here, and the trial ids replayed from the file would differ).
+    space, 9 ms a trial (benchmarks/scale.py). Here a searcher call's lines (`batch()`) are written
+    together, at the end of the first call `FLUSH_SECONDS` after the oldest held line, so the file
+    holds a trial's suggestion whole or not at all. They are also written before Tune saves its
+    state (it pickles the searcher with the study: the file is never behind a state a resume would
+    read), before any reader in this process reads the file (`flush_journals`), and when the search
+    ends. Readers in other processes (optuna-dashboard) may see it that much behind. No other process
+    may write to it during the search (its lines would be missing here, and the trial ids replayed
+    from the file would differ).
     """
 
     def __init__(self, file_path: str) -> None:
@@ -78,41 +86,65 @@ class DriverJournal(JournalFileBackend):
         """Every line of the file, read once: from here on the study reads them from memory."""
         self._log_number_offset = {0: 0}
         self._lines = list(super().read_logs(0))
-        self._held: list[dict[str, Any]] | None = None
+        self._held: list[dict[str, Any]] = []  # written to memory, not yet to the file
+        self._held_since = 0.0
+        self._calls = 0  # searcher calls under way (`batch`)
+        _WRITERS.add(self)
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         return iter(self._lines[log_number_from:])
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         self._lines.extend(json.loads(json.dumps(log)) for log in logs)  # as the file gives them back
-        if self._held is None:
-            super().append_logs(logs)
-        else:
-            self._held.extend(logs)
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.extend(logs)
+        if not self._calls:
+            self._flush_if_due()
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        if self._held is not None:  # already inside one
-            yield
-            return
-        self._held = []
+        """One searcher call: its lines reach the file together."""
+        self._calls += 1
         try:
             yield
         finally:
-            held, self._held = self._held, None
-            if held:
-                super().append_logs(held)
+            self._calls -= 1
+            if not self._calls:
+                self._flush_if_due()
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles the searcher with its study
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lines", "_held")}
+    def _flush_if_due(self) -> None:
+        if self._held and time.monotonic() - self._held_since >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the held lines now, in one locked, fsynced append."""
+        held, self._held = self._held, []
+        if held:
+            super().append_logs(held)
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles the searcher with its study when it saves its state
+        self.flush()
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lines", "_held", "_held_since", "_calls")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._load()
 
 
+_WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
+atexit.register(lambda: flush_journals())  # a driver that ends with lines still held (an error past Tune's last save)
+
+
+def flush_journals() -> None:
+    """Write what this process's driver journals hold: before reading the file here, and at the search's end."""
+    for journal in list(_WRITERS):
+        journal.flush()
+
+
 def sync(paths: RunPaths) -> None:
     """Upload the journal to a remote run folder (nothing to do on local disk)."""
+    flush_journals()
     target = paths.dir / STUDY_FILE
     local = journal_path(paths)
     if not target.is_local and local.exists():
@@ -122,6 +154,7 @@ def sync(paths: RunPaths) -> None:
 def load_study(run_dir: Location | str | os.PathLike) -> optuna.Study:
     """The Optuna study of a run, for `optuna.visualization`, `optuna.importance` and friends."""
     paths = RunPaths.existing(run_dir)
+    flush_journals()
     return optuna.load_study(study_name=study_name(paths), storage=storage(paths, fresh=True))
 
 
@@ -148,6 +181,7 @@ class TrialNumbers:
         return self.known if all(t in self.known for t in trial_ids) else self.read()
 
     def read(self) -> dict[str, int]:
+        flush_journals()
         if self._study_id is None:
             if not journal_path(self.paths).exists():
                 return self.known
@@ -164,6 +198,7 @@ class TrialNumbers:
 def fail_orphans(paths: RunPaths, trial_ids: set[str]) -> int:
     """Mark FAIL the study's trials still running that no Tune trial finished: suggested just
     before an interruption and never run after the resume. Returns how many."""
+    flush_journals()
     if not journal_path(paths).exists():
         return 0
     study = optuna.load_study(study_name=study_name(paths), storage=storage(paths))
@@ -200,6 +235,6 @@ class RecordedOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=result, error=error)
 
     def _batch(self) -> contextlib.AbstractContextManager:
-        """One write of the journal per call, when the study is on a `DriverJournal`."""
+        """A call's lines reach the journal file together, when the study is on a `DriverJournal`."""
         backend = getattr(self._storage, "_backend", None)  # None: a study in memory
         return backend.batch() if isinstance(backend, DriverJournal) else contextlib.nullcontext()

@@ -7,12 +7,14 @@ import json
 import math
 import shutil
 import subprocess
+import time
 
 import optuna
 import pytest
 
 from regene_search.errors import RunDirError
 from regene_search.results import RunPaths, write_json
+from regene_search.search import study as study_module
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
 from regene_search.search.study import STUDY_FILE, DriverJournal, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers
@@ -63,31 +65,73 @@ def test_the_study_is_kept_and_a_restored_searcher_continues_it(tmp_path):
     assert {t.number for t in study.best_trials} == {0, 2}
 
 
-def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_as_optunas_own(tmp_path, monkeypatch):
+def _count_appends(monkeypatch) -> list[int]:
     from optuna.storages.journal import JournalFileBackend
 
-    appends = []
+    appends: list[int] = []
     original = JournalFileBackend.append_logs
     monkeypatch.setattr(JournalFileBackend, "append_logs", lambda self, logs: (appends.append(len(logs)), original(self, logs))[1])
+    return appends
+
+
+def _file_lines(paths) -> list[dict]:
+    from optuna.storages.journal import JournalFileBackend
+
+    return list(JournalFileBackend(str(paths.dir / STUDY_FILE)).read_logs(0))
+
+
+def _searcher_calls(searcher) -> None:
+    for k in range(3):
+        searcher.suggest(f"t_{k}")
+    searcher.on_trial_complete("t_0", scores(0.91, 0.12, 0.3))
+    searcher.on_trial_complete("t_1", {**DIVERGED_METRICS, "diverged": True})
+    searcher.on_trial_complete("t_2", error=True)
+
+
+def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_as_optunas_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "FLUSH_SECONDS", 0.0)  # every call due at once
+    appends = _count_appends(monkeypatch)
     studies = {}
     for writer in (False, True):
         paths = run_folder(tmp_path, f"writer-{writer}")
         searcher = searcher_for(paths, writer=writer)
         appends.clear()
-        for k in range(3):
-            searcher.suggest(f"t_{k}")
-        searcher.on_trial_complete("t_0", scores(0.91, 0.12, 0.3))
-        searcher.on_trial_complete("t_1", {**DIVERGED_METRICS, "diverged": True})
-        searcher.on_trial_complete("t_2", error=True)
+        _searcher_calls(searcher)
         calls = list(appends)
         studies[writer] = load_study(paths.dir)  # a reader of the file, in another storage
         if writer:
             backend = searcher.searcher._storage._backend
             assert isinstance(backend, DriverJournal)
-            assert backend._lines == list(JournalFileBackend(str(paths.dir / STUDY_FILE)).read_logs(0))
+            assert backend._lines == _file_lines(paths)
     assert len(calls) == 6 and sum(calls) > 6  # one locked, fsynced write per call, where Optuna makes one per line
     plain, driver = (sorted(studies[w].trials, key=lambda t: t.number) for w in (False, True))
     assert [(t.params, t.values, t.state, t.user_attrs) for t in plain] == [(t.params, t.values, t.state, t.user_attrs) for t in driver]
+
+
+def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_save(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(study_module, "FLUSH_SECONDS", 3600.0)
+    appends = _count_appends(monkeypatch)
+    paths = run_folder(tmp_path, "held")
+    searcher = searcher_for(paths)
+    backend = searcher.searcher._storage._backend
+    appends.clear()
+    _searcher_calls(searcher)
+    assert appends == [] and _file_lines(paths) == []  # six calls, nothing written yet
+    assert trial_numbers(paths) == {"t_0": 0, "t_1": 1, "t_2": 2}  # a reader in this process writes them first, in one append
+    assert len(appends) == 1 and _file_lines(paths) == backend._lines
+    searcher.suggest("t_3")
+    assert len(_file_lines(paths)) < len(backend._lines)
+    restored = pickle.loads(pickle.dumps(searcher))  # Tune saving its state, then a resume reading it
+    assert len(appends) == 2 and _file_lines(paths) == backend._lines
+    assert restored.searcher._storage._backend._lines == backend._lines
+    monkeypatch.setattr(study_module, "FLUSH_SECONDS", 0.05)
+    searcher.suggest("t_4")  # held: not yet due
+    time.sleep(0.06)
+    assert len(appends) == 2
+    searcher.suggest("t_5")  # the first call after the wait writes both
+    assert len(appends) == 3 and _file_lines(paths) == backend._lines
 
 
 def test_no_study_yet_means_no_numbers(tmp_path):
