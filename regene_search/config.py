@@ -261,18 +261,22 @@ GENERATORS = ("convex", "gaussian", "lsdm", "lr-livae")
 IMAGE_THRESHOLDS = ("reconstructions", "holdout")
 
 
+def asha_rungs(epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """The epochs where an ASHA scheduler stops trials, short of the last: grace, grace x rf, ..."""
+    rungs, rung = [], grace_period
+    while rung < epochs:
+        rungs.append(rung)
+        rung = int(round(rung * reduction_factor))
+    return rungs
+
+
 def scheduled_epochs(epochs: int, scheduler: str, grace_period: int, reduction_factor: float) -> float:
     """Expected epochs a trial asking for `epochs` runs: all under FIFO; under ASHA, a 1 / reduction
-    factor share of trials passes each rung (grace, grace x rf, ...)."""
+    factor share of trials passes each rung."""
     if scheduler == "fifo":
         return float(epochs)
-    expected, survive, rung = 0.0, 1.0, grace_period
-    for epoch in range(1, epochs + 1):
-        expected += survive
-        if epoch == rung and epoch < epochs:
-            survive /= reduction_factor
-            rung = int(round(rung * reduction_factor))
-    return expected
+    rungs = asha_rungs(epochs, grace_period, reduction_factor)
+    return sum(reduction_factor ** -sum(r < epoch for r in rungs) for epoch in range(1, epochs + 1))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from .config import STAGES, RunSpec
+from .config import STAGES, RunSpec, asha_rungs
 from .results import RunPaths, read_parquet, read_run_record, read_stages
 from .search.pareto import OBJECTIVES
 from .stages import proxy
@@ -77,7 +77,7 @@ def run_summary(run_dir: Any) -> dict[str, Any]:
         "search": {
             "sampler": spec.get("sampler"),
             "scheduler": spec.get("scheduler"),
-            "scheduler_detail": scheduler_text(spec),
+            "scheduler_detail": scheduler_text(spec, (record.get("budget") or {}).get("max_epochs")),
             "trials_planned": planned_trials(spec, record),
             "trials": len(trials),
             "statuses": _counts(t.get("status") for t in trials),
@@ -103,16 +103,20 @@ def _rows(path) -> list[dict[str, Any]]:
     return read_parquet(path).to_pylist() if path.exists() else []
 
 
-def scheduler_text(spec: dict[str, Any]) -> str | None:
-    """The scheduler and, for an ASHA one, its rungs: "asha scheduler (first rung at epoch 2, 1 in 10 go on, 2 warm-up trials)"."""
+def scheduler_text(spec: dict[str, Any], max_epochs: int | None = None) -> str | None:
+    """The scheduler and, for an ASHA one, its rungs: "asha scheduler (one rung at epoch 2, 1 in 10 go on, 2 warm-up trials)"."""
     scheduler = spec.get("scheduler")
     if scheduler is None:
         return None
     if scheduler == "fifo":
         return "fifo scheduler"
-    warmup = spec.get("warmup_trials") or 0
-    return (f"{scheduler} scheduler (first rung at epoch {spec.get('grace_period', 1)}, 1 in {spec.get('reduction_factor', 2.0):g} go on"
-            + (f", {warmup} warm-up trials)" if warmup else ")"))
+    grace, rf, warmup = spec.get("grace_period", 1), spec.get("reduction_factor", 2.0), spec.get("warmup_trials") or 0
+    rungs = asha_rungs(max_epochs, grace, rf) if max_epochs else None
+    where = (f"first rung at epoch {grace}, 1 in {rf:g} go on" if rungs is None  # a run.json without its budget
+             else "no rung before the last epoch" if not rungs
+             else f"one rung at epoch {rungs[0]}, 1 in {rf:g} go on" if len(rungs) == 1
+             else f"rungs at epochs {', '.join(map(str, rungs))}, 1 in {rf:g} go on at each")
+    return f"{scheduler} scheduler ({where}" + (f", {warmup} warm-up trials)" if warmup else ")")
 
 
 def planned_trials(spec: dict[str, Any], record: dict[str, Any]) -> int | None:

@@ -32,3 +32,14 @@ def test_the_default_and_paper_budgets_search_with_the_winner_and_smoke_keeps_fi
         assert {k: getattr(budget, k) for k in SEARCH_WINNER} == SEARCH_WINNER
         assert 1 < budget.grace_period < budget.max_epochs
     assert (BUDGETS["smoke"].sampler, BUDGETS["smoke"].scheduler) == ("tpe", "fifo")
+
+
+@pytest.mark.parametrize("max_t, grace, rf", [(8, 2, 4.0), (8, 2, 10.0), (60, 10, 10.0), (60, 10, 4.0), (12, 1, 2.0), (12, 2, 3.0), (8, 8, 2.0)])
+def test_asha_rungs_are_tunes_own_short_of_the_last_epoch(max_t, grace, rf):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from regene_search.config import asha_rungs
+
+    tune_rungs = sorted(m for m, _ in ASHAScheduler(time_attr="epoch", metric="m", mode="max", max_t=max_t, grace_period=grace,
+                                                    reduction_factor=rf)._brackets[0]._rungs)
+    assert asha_rungs(max_t, grace, rf) == [m for m in tune_rungs if m < max_t]

@@ -163,6 +163,8 @@ def test_an_asha_run_names_its_rungs():
     from regene_search.summary import scheduler_text
 
     spec = {"scheduler": "asha", "grace_period": 2, "reduction_factor": 4.0, "warmup_trials": 2}
-    assert scheduler_text(spec) == "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"
-    assert scheduler_text(spec | {"warmup_trials": 0}) == "asha scheduler (first rung at epoch 2, 1 in 4 go on)"
+    assert scheduler_text(spec) == "asha scheduler (first rung at epoch 2, 1 in 4 go on, 2 warm-up trials)"  # no budget known
+    assert scheduler_text(spec | {"warmup_trials": 0}, 8) == "asha scheduler (one rung at epoch 2, 1 in 4 go on)"  # 8 is the last epoch
+    assert scheduler_text(spec, 60) == "asha scheduler (rungs at epochs 2, 8, 32, 1 in 4 go on at each, 2 warm-up trials)"
+    assert scheduler_text(spec | {"grace_period": 8}, 8) == "asha scheduler (no rung before the last epoch, 2 warm-up trials)"
     assert scheduler_text({"scheduler": "fifo"}) == "fifo scheduler"
