@@ -112,16 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, required=True, help="a *_curves.parquet of benchmarks/record_curves.py")
     parser.add_argument("--seeds", type=int, default=100, help="seeds 0..N-1 per rule (default 100)")
     parser.add_argument("--trials", type=int, default=24, help="budget = trials x the table's epochs (default 24, as search_efficiency.py)")
-    parser.add_argument("--match", choices=MATCH_RULES, default="nearest")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--match", choices=MATCH_RULES, default="nearest", help="as search_efficiency.py's (default nearest)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     _TABLE = Table.load(args.table)
     budget = args.trials * _TABLE.epochs
     named = rules(_TABLE)
-    tasks = [(name, seed, args.trials, args.match, *(rule or (0, frozenset()))) for name, rule in named.items() for seed in range(args.seeds)]
-    tasks = [(n, s, t, m, r, frozenset(k)) for n, s, t, m, r, k in tasks]
+    tasks = [(name, seed, args.trials, args.match, rule[0] if rule else 0, frozenset(rule[1]) if rule else frozenset())
+             for name, rule in named.items() for seed in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         curves = list(pool.map(run_one, tasks, chunksize=4))
     stacks: dict[str, list[np.ndarray]] = {}
