@@ -56,10 +56,10 @@ def check_same_folder(paths: RunPaths) -> None:
 
 
 def storage(paths: RunPaths, *, fresh: bool = False, writer: bool = False) -> JournalStorage:
-    """The journal for a reader, or with `writer` for the search's driver, its one writer (`DriverJournal`)."""
+    """The journal for a reader (`ReaderJournal`), or with `writer` for the search's driver, its one writer (`DriverJournal`)."""
     path = journal_path(paths, fresh=fresh)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage((DriverJournal if writer else JournalFileBackend)(str(path)))
+    return JournalStorage((DriverJournal if writer else ReaderJournal)(str(path)))
 
 
 class DriverJournal(JournalFileBackend):
@@ -72,7 +72,7 @@ class DriverJournal(JournalFileBackend):
     together, at the end of the first call `FLUSH_SECONDS` after the oldest held line, so the file
     holds a trial's suggestion whole or not at all. They are also written before Tune saves its
     state (it pickles the searcher with the study: the file is never behind a state a resume would
-    read), before any reader in this process reads the file (`flush_journals`), and when the search
+    read), before any reader in this process reads the file (`ReaderJournal`), and when the search
     ends. Readers in other processes (optuna-dashboard) may see it that much behind. No other process
     may write to it during the search (its lines would be missing here, and the trial ids replayed
     from the file would differ).
@@ -133,13 +133,24 @@ class DriverJournal(JournalFileBackend):
 
 
 _WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
-atexit.register(lambda: flush_journals())  # a driver that ends with lines still held (an error past Tune's last save)
 
 
 def flush_journals() -> None:
-    """Write what this process's driver journals hold: before reading the file here, and at the search's end."""
+    """Write what this process's driver journals hold: before reading or uploading the file, and at exit."""
     for journal in list(_WRITERS):
         journal.flush()
+
+
+atexit.register(flush_journals)  # a driver that ends with lines still held (an error past Tune's last save)
+
+
+class ReaderJournal(JournalFileBackend):
+    """The journal file as a reader sees it: a driver in this process writes what it holds first,
+    so every read here (live tables, `load_study`, `fail_orphans`) finds the whole study."""
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        flush_journals()
+        return super().read_logs(log_number_from)
 
 
 def sync(paths: RunPaths) -> None:
@@ -154,7 +165,6 @@ def sync(paths: RunPaths) -> None:
 def load_study(run_dir: Location | str | os.PathLike) -> optuna.Study:
     """The Optuna study of a run, for `optuna.visualization`, `optuna.importance` and friends."""
     paths = RunPaths.existing(run_dir)
-    flush_journals()
     return optuna.load_study(study_name=study_name(paths), storage=storage(paths, fresh=True))
 
 
@@ -181,7 +191,6 @@ class TrialNumbers:
         return self.known if all(t in self.known for t in trial_ids) else self.read()
 
     def read(self) -> dict[str, int]:
-        flush_journals()
         if self._study_id is None:
             if not journal_path(self.paths).exists():
                 return self.known
@@ -198,7 +207,6 @@ class TrialNumbers:
 def fail_orphans(paths: RunPaths, trial_ids: set[str]) -> int:
     """Mark FAIL the study's trials still running that no Tune trial finished: suggested just
     before an interruption and never run after the resume. Returns how many."""
-    flush_journals()
     if not journal_path(paths).exists():
         return 0
     study = optuna.load_study(study_name=study_name(paths), storage=storage(paths))
