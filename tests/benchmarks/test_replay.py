@@ -242,7 +242,7 @@ def test_search_efficiency_runs_end_to_end_on_a_small_table(tmp_path, space, cap
     assert se.main(["--table", str(path), "--seeds", "2", "--trials", "4", "--jobs", "1", "--out", str(tmp_path / "out"),
                     "--methods", "random-fifo", "tpe-pareto-asha"]) == 0
     out = capsys.readouterr().out
-    assert "random-fifo" in out and "tpe-pareto-asha" in out and "Spearman" in out
+    assert "random-fifo" in out and "tpe-pareto-asha" in out and "worst paired gap" in out and "Spearman" in out
     for suffix in ("parquet", "png", "json"):
         assert (tmp_path / "out" / f"search_efficiency_small_curves.{suffix}").stat().st_size > 0
     frame = pd_read(tmp_path / "out" / "search_efficiency_small_curves.parquet")
@@ -270,3 +270,17 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_parquet(path)
+
+
+def test_gaps_below_the_baseline_are_read_from_the_median_curves_and_from_the_same_seeds():
+    baseline = np.array([[0.1, 0.5, 0.9], [0.2, 0.6, 0.5], [0.3, 0.7, 0.7]])
+    # each seed one step later in the draw's luck: never below on its own seed, below on the medians
+    better = np.array([[0.1, 0.5, 0.9], [0.2, 0.65, 0.52], [0.3, 0.7, 0.7]])
+    shuffled = better[[2, 0, 1]]
+    same = se.gaps_below(better, baseline)
+    assert same["paired"] == 0.0 and same["share_at_or_above"] == 1.0 and math.isclose(same["median_curves"], 0.0)
+    other = se.gaps_below(shuffled, baseline)
+    assert math.isclose(other["median_curves"], 0.0, abs_tol=1e-12)  # the median ignores which seed is which ...
+    assert math.isclose(other["paired"], 0.18) and math.isclose(other["share_at_or_above"], 1 / 3)  # ... the pairing does not
+    lower = se.gaps_below(baseline - [0.0, 0.01, 0.03], baseline)
+    assert math.isclose(lower["median_curves"], 0.03) and math.isclose(lower["paired"], 0.03) and lower["share_at_or_above"] == 0.0
