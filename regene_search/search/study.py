@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import json
 import os
 import time
@@ -21,7 +22,13 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+try:  # what Study.tell runs before it deep-copies the told trial for its caller
+    from optuna.study._tell import _tell_with_warning
+except ImportError:  # a later Optuna moved it: SearchStudy.tell is Study.tell, copy and all
+    _tell_with_warning = None
 
 from ..errors import RunDirError
 from ..results import RunPaths, read_run_record
@@ -56,10 +63,56 @@ def check_same_folder(paths: RunPaths) -> None:
 
 
 def storage(paths: RunPaths, *, fresh: bool = False, writer: bool = False) -> JournalStorage:
-    """The journal for a reader (`ReaderJournal`), or with `writer` for the search's driver, its one writer (`DriverJournal`)."""
+    """The journal for a reader (`ReaderJournal`), or with `writer` for the search's driver, its one
+    writer (`DriverStorage` on a `DriverJournal`)."""
     path = journal_path(paths, fresh=fresh)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage((DriverJournal if writer else ReaderJournal)(str(path)))
+    return DriverStorage(DriverJournal(str(path))) if writer else JournalStorage(ReaderJournal(str(path)))
+
+
+class DriverStorage(JournalStorage):
+    """Optuna's JournalStorage for the search's driver, which knows its WAITING trials without
+    looking at every trial. `Study.ask` asks for them at every suggestion (trials queued with
+    `enqueue_trial` go first); Optuna's answer scans the whole study, so a suggestion cost grew
+    with the trials run. Here an index follows the writes, which all pass through this object."""
+
+    _waiting: dict[int, int] | None = None  # WAITING trial id -> its study id; None: not built since the replay
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:  # unpickled: the replay starts again
+        super().__setstate__(state)
+        self._waiting = None
+
+    def _waiting_index(self) -> dict[int, int]:
+        if self._waiting is None:
+            scan = super().get_all_trials  # Optuna's, over every trial: once
+            self._waiting = {}
+            for study_id in map(self.get_study_id_from_name, (s.study_name for s in self.get_all_studies())):
+                for trial in scan(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+                    self._waiting[self.get_trial_id_from_study_id_trial_number(study_id, trial.number)] = study_id
+        return self._waiting
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if self._waiting is not None and self.get_trial(trial_id).state == TrialState.WAITING:  # enqueue_trial, add_trial
+            self._waiting[trial_id] = study_id
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        finally:
+            if self._waiting is not None:
+                if self.get_trial(trial_id).state == TrialState.WAITING:
+                    self._waiting = None  # back to WAITING (no Optuna code does this): look again
+                else:
+                    self._waiting.pop(trial_id, None)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        if states != (TrialState.WAITING,):
+            return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        self.get_study_name_from_id(study_id)  # KeyError for an unknown study, as Optuna's
+        waiting = sorted((self.get_trial(t) for t, s in self._waiting_index().items() if s == study_id), key=lambda t: t.number)
+        return copy.deepcopy(waiting) if deepcopy else waiting
 
 
 class DriverJournal(JournalFileBackend):
@@ -95,7 +148,9 @@ class DriverJournal(JournalFileBackend):
         return iter(self._lines[log_number_from:])
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._lines.extend(json.loads(json.dumps(log)) for log in logs)  # as the file gives them back
+        # Kept as the file gives them back: a line of plain values is that already (a suggested
+        # parameter, most of them); one that holds a list, a dict or an enum goes through JSON.
+        self._lines.extend(log if all(type(v) in _PLAIN for v in log.values()) else json.loads(json.dumps(log)) for log in logs)
         if not self._held:
             self._held_since = time.monotonic()
         self._held.extend(logs)
@@ -132,6 +187,7 @@ class DriverJournal(JournalFileBackend):
         self._load()
 
 
+_PLAIN = (str, int, float, bool, type(None))
 _WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
 
 
@@ -216,6 +272,19 @@ def fail_orphans(paths: RunPaths, trial_ids: set[str]) -> int:
     return len(orphans)
 
 
+class SearchStudy(optuna.Study):
+    """The searcher's study: `tell` returns the told trial as stored, not a deep copy. Tune's
+    OptunaSearch drops what tell returns, and the copy (every distribution of the trial) was a
+    fifth of the searcher's cost per trial (benchmarks/scale.py). Readers get a plain optuna.Study."""
+
+    def tell(self, trial: Any, values: Any = None, state: TrialState | None = None, skip_if_finished: bool = False) -> FrozenTrial:
+        if _tell_with_warning is None:
+            return super().tell(trial, values, state=state, skip_if_finished=skip_if_finished)
+        _tell_with_warning(study=self, trial=trial, value_or_values=values, state=state, skip_if_finished=skip_if_finished)
+        number = trial if isinstance(trial, int) else trial.number
+        return self._storage.get_trial(self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number))
+
+
 class RecordedOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch on the run's stored study, tagging each Optuna trial with its Tune trial id.
 
@@ -225,6 +294,7 @@ class RecordedOptunaSearch(OptunaSearch):
 
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
+        self._ot_study.__class__ = SearchStudy  # Tune built it; only tell() differs
         with warnings.catch_warnings():  # experimental since Optuna 3.2; optuna-dashboard shows the names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(list(OBJECTIVES))

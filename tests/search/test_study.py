@@ -17,7 +17,9 @@ from regene_search.results import RunPaths, write_json
 from regene_search.search import study as study_module
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
-from regene_search.search.study import STUDY_FILE, DriverJournal, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers
+from regene_search.search.study import (
+    STUDY_FILE, DriverJournal, DriverStorage, SearchStudy, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers,
+)
 from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
 
 from ..conftest import CLI, new_run_folder
@@ -132,6 +134,57 @@ def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_sa
     assert len(appends) == 2
     searcher.suggest("t_5")  # the first call after the wait writes both
     assert len(appends) == 3 and _file_lines(paths) == backend._lines
+
+
+def test_the_drivers_storage_pops_waiting_trials_as_optunas_own_without_scanning_every_trial(tmp_path, monkeypatch):
+    import pickle
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    scans: list[int] = []
+    original = JournalStorage.get_all_trials
+    monkeypatch.setattr(JournalStorage, "get_all_trials", lambda self, study_id, deepcopy=True, states=None: (
+        scans.append(1) if states == (optuna.trial.TrialState.WAITING,) else None, original(self, study_id, deepcopy, states))[1])
+    asked = {}
+    for kind in ("optuna", "driver"):
+        path = str(tmp_path / f"{kind}.journal")
+        store = DriverStorage(DriverJournal(path)) if kind == "driver" else JournalStorage(JournalFileBackend(path))
+        study = optuna.create_study(study_name="s", storage=store, sampler=optuna.samplers.RandomSampler(seed=0))
+        other = optuna.create_study(study_name="other", storage=store)
+        other.enqueue_trial({"x": 9.0})  # another study's queue is not this one's
+        for x in (0.25, 0.5):
+            study.enqueue_trial({"x": x})
+        params = []
+        for k in range(6):
+            if k == 3:  # Tune saving its state, and a resume
+                study = optuna.load_study(study_name="s", storage=pickle.loads(pickle.dumps(store)), sampler=optuna.samplers.RandomSampler(seed=1))
+                study.enqueue_trial({"x": 0.75})
+            trial = study.ask()
+            params.append(trial.suggest_float("x", 0, 10))
+            study.tell(trial, 1.0)
+        asked[kind] = (params, [t.state for t in other.trials])
+        if kind == "optuna":
+            optuna_scans, scans[:] = len(scans), []
+    assert asked["driver"] == asked["optuna"] and asked["driver"][0][:2] == [0.25, 0.5] and asked["driver"][0][3] == 0.75
+    assert optuna_scans == 6 and len(scans) == 2 * 2  # Optuna's scan of each study once per replay (the first, the resumed), not per ask
+
+
+def test_the_searchers_study_tells_without_copying_and_as_optuna_does(tmp_path):
+    from regene_search.search import study as module
+
+    assert module._tell_with_warning is not None  # else this Optuna moved it and tell copies again (slower, still right)
+    paths = run_folder(tmp_path, "told")
+    searcher = searcher_for(paths)
+    _searcher_calls(searcher)
+    ot_study = searcher.searcher._ot_study
+    assert type(ot_study) is SearchStudy
+    told = ot_study.tell(ot_study.ask(), [0.5, 0.2, 0.1])
+    assert told is ot_study._storage.get_trial(told._trial_id)  # the stored trial itself
+    read = load_study(paths.dir).trials
+    complete, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    assert [t.state for t in read] == [complete, complete, fail, complete] and read[3].values == [0.5, 0.2, 0.1] == told.values
+    assert ot_study.tell(ot_study.ask(), [0.5, math.nan, 0.1]).state == fail  # Optuna's own rule for a NaN
 
 
 def test_no_study_yet_means_no_numbers(tmp_path):
