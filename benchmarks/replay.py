@@ -162,13 +162,17 @@ class SimTrial:
 
 
 class SimController:
-    """Stands in for Tune's TuneController where schedulers look at it (`choose_trial_to_run`)."""
+    """Stands in for Tune's TuneController where schedulers look at it (`choose_trial_to_run`: Tune's
+    FIFO reads every trial, the project's `LiveChoice` the live ones)."""
 
     def __init__(self) -> None:
         self.trials: list[SimTrial] = []
 
     def get_trials(self) -> list[SimTrial]:
         return self.trials
+
+    def get_live_trials(self) -> list[SimTrial]:
+        return [t for t in self.trials if t.status != TERMINATED]
 
 
 @dataclass

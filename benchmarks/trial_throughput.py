@@ -320,7 +320,7 @@ class ResultLog(tune.Callback):
 
 
 def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> dict:
-    from regene_search.search.schedulers import FIFOScheduler
+    from regene_search.search.schedulers import build_scheduler
     from regene_search.search.space import SPACES_DIR, load_space
     from regene_search.search.tuner import SearchSettings, make_tuner
 
@@ -335,7 +335,7 @@ def ray_overhead(dataset: str, trials: int, train: int, val: int, seed: int) -> 
         log = ResultLog()
         tuner = make_tuner(
             data=data, setup=setup, budget=budget, settings=settings, param_space=space.to_tune(),
-            storage=Path(storage), scheduler=FIFOScheduler(), callbacks=[log],
+            storage=Path(storage), scheduler=build_scheduler("fifo", budget.max_epochs), callbacks=[log],
         )
         start, fit_started = time.perf_counter(), time.time()
         grid = tuner.fit()

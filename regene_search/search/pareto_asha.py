@@ -38,6 +38,7 @@ import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
 from .pareto import MODES, OBJECTIVES, RankedPoints, crowding_distance
+from .trial_choice import LiveChoice
 
 NAME = "pareto-asha"
 
@@ -65,7 +66,7 @@ class WarmUp:
         return len(self.__dict__.get("_finished", ())) < self.warmup_trials
 
 
-class ParetoASHA(WarmUp, FIFOScheduler):
+class ParetoASHA(LiveChoice, WarmUp, FIFOScheduler):
     """ASHA on all objectives at once: promotion by non-dominated rank, then crowding distance.
 
     Args:
@@ -132,9 +133,6 @@ class ParetoASHA(WarmUp, FIFOScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         """The objectives are fixed at construction; a Tuner's metric/mode is not used."""
         return True
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        pass
 
     def on_trial_error(self, tune_controller, trial) -> None:
         pass  # a retried trial resumes with its rung records, so it is not judged twice

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from ..config import SCHEDULERS, RunSpec
 from .pareto_asha import ParetoASHA, WarmUp
+from .trial_choice import FIFO, LiveChoice
 
 
-class RecordingASHA(WarmUp, ASHAScheduler):
+class RecordingASHA(LiveChoice, WarmUp, ASHAScheduler):
     """ASHA on `joint_score` that records, per trial, the rung where it stopped and why, with a
     warm-up (`warmup_trials`, see `WarmUp`)."""
 
@@ -63,7 +64,7 @@ def build_scheduler(kind: str, max_t: int, *, grace_period: int = 1, reduction_f
     """
     rungs = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor, "warmup_trials": warmup_trials}
     if kind == "fifo":
-        return FIFOScheduler()
+        return FIFO()
     if kind == "asha":
         return RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", **rungs)
     if kind == "pareto-asha":

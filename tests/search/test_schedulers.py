@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
 
 from regene_search.config import SCHEDULERS, RunSpec
 from regene_search.search.epsnet_asha import EpsNetParetoASHA
 from regene_search.search.pareto_asha import ParetoASHA
 from regene_search.search.schedulers import RecordingASHA, StopReasonCallback, build_scheduler, make_scheduler
+from regene_search.search.trial_choice import FIFO
 
 EPOCHS = 4
 
@@ -42,7 +42,7 @@ def test_asha_stop_reasons_are_saved_with_the_experiment(ray_instance, tmp_path)
 
 
 def test_every_cli_scheduler_name_builds_its_scheduler():
-    expected = {"fifo": FIFOScheduler, "asha": RecordingASHA, "pareto-asha": ParetoASHA, "pareto-asha-epsnet": EpsNetParetoASHA}
+    expected = {"fifo": FIFO, "asha": RecordingASHA, "pareto-asha": ParetoASHA, "pareto-asha-epsnet": EpsNetParetoASHA}
     assert set(expected) == set(SCHEDULERS)
     for name, cls in expected.items():
         spec = RunSpec(dataset="mnist", data_dir=None, budget="default", name="x", results_root="/tmp", space_path="x.toml", scheduler=name)
@@ -84,3 +84,34 @@ def test_no_trial_is_stopped_before_the_warmup_trials_have_run_to_the_end(ray_in
     if kind == "pareto-asha":  # the decision log says which stops the warm-up overruled
         assert any(d.get("warmup") for d in scheduler.decisions) == bool(warmup)
     assert len(scheduler.stop_reasons) == sum(e < EPOCHS for e in epochs.values())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "asha", "pareto-asha"])
+def test_the_next_trial_is_tunes_fifo_choice_made_without_reading_every_trial(ray_instance, tmp_path, kind, monkeypatch):
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.schedulers import FIFOScheduler
+
+    scheduler = build_scheduler(kind, EPOCHS, grace_period=1, reduction_factor=2)
+    reads, picks = [], []  # TuneController.get_trials calls; (our choice, Tune's FIFO choice, get_trials calls of ours)
+    get_trials, choose = TuneController.get_trials, type(scheduler).choose_trial_to_run
+    monkeypatch.setattr(TuneController, "get_trials", lambda self: (reads.append(1), get_trials(self))[1])
+
+    def recorded(self, controller):
+        before = len(reads)
+        trial = choose(self, controller)
+        read = len(reads) - before
+        picks.append((trial, FIFOScheduler.choose_trial_to_run(self, controller), read))
+        return trial
+
+    monkeypatch.setattr(type(scheduler), "choose_trial_to_run", recorded)  # on the class: Tune pickles the scheduler
+    qualities = [0.9, 0.1, 0.8, 0.05, 0.02, 0.7]
+    tuner = tune.Tuner(
+        _trainable,
+        param_space={"quality": tune.grid_search(qualities)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=2),
+        run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path), verbose=0),
+    )
+    assert sorted(r.config["quality"] for r in tuner.fit()) == sorted(qualities)
+    assert len({ours.trial_id for ours, _, _ in picks if ours is not None}) >= 3  # it chose, and more than the first trials
+    assert all(ours is tunes for ours, tunes, _ in picks)
+    assert all(read == 0 for _, _, read in picks)  # never by reading every trial of the experiment
