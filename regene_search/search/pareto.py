@@ -189,6 +189,7 @@ class ParetoFront:
         self._points: dict[Any, np.ndarray] = {}  # every kept point, by key
         self._front: dict[Any, np.ndarray] = {}  # the non-dominated ones
         self._volume: float | None = 0.0  # None: the front changed since it was computed
+        self._front_array: np.ndarray | None = None  # `front`, until the front changes
 
     def __len__(self) -> int:
         return len(self._points)
@@ -198,8 +199,14 @@ class ParetoFront:
 
     @property
     def front(self) -> np.ndarray:
-        """The front's points, (f, d), in no particular order."""
-        return np.array(list(self._front.values())).reshape(-1, len(self.reference))
+        """The front's points, (f, d), in no particular order (read-only: it is kept until the front changes)."""
+        if self._front_array is None:
+            self._front_array = np.array(list(self._front.values())).reshape(-1, len(self.reference))
+            self._front_array.flags.writeable = False
+        return self._front_array
+
+    def _front_changed(self) -> None:
+        self._volume = self._front_array = None
 
     @property
     def front_keys(self) -> set:
@@ -216,25 +223,33 @@ class ParetoFront:
         point = np.asarray(point, dtype=float)
         if point.shape != self.reference.shape:
             raise ValueError(f"expected a point of {len(self.reference)} objectives, got shape {point.shape}")
-        self.discard(key)
-        if np.isnan(point).any():
-            return
-        self._points[key] = point
-        front = self.front
-        if len(front) and _dominated_by_any(point, front):
-            return
-        beaten = [k for k, q in self._front.items() if np.all(point <= q) and np.any(point < q)]
+        old = self._front.get(key)
+        if old is not None and np.all(point <= old):
+            # A front point moved to one at least as good (a trial's next epoch, often): all it
+            # dominated, the new one dominates, and no other front point dominates it. Nothing
+            # leaves the rest for the front, so the rest is not looked at (discard would).
+            self._points[key] = point
+        else:
+            self.discard(key)
+            if np.isnan(point).any():
+                return
+            self._points[key] = point
+            front = self.front
+            if len(front) and _dominated_by_any(point, front):
+                return
+        beaten = [k for k, q in self._front.items() if k != key and np.all(point <= q) and np.any(point < q)]
         for k in beaten:
             del self._front[k]
         self._front[key] = point
-        self._volume = None
+        if old is None or beaten or not np.array_equal(point, old):
+            self._front_changed()
 
     def discard(self, key: Any) -> None:
         """Forget `key`'s point, if any; the points only it dominated may join the front."""
         point = self._points.pop(key, None)
         if point is None or self._front.pop(key, None) is None:
             return
-        self._volume = None
+        self._front_changed()
         others = [k for k in self._points if k not in self._front]
         if not others:
             return
@@ -246,6 +261,7 @@ class ParetoFront:
         if len(freed):  # of those, the ones no other freed point dominates join the front
             joining = freed[non_dominated_ranks(rest[freed]) == 0]
             self._front.update((others[i], rest[i]) for i in joining)
+            self._front_changed()
 
 
 class RankedPoints:

@@ -10,7 +10,18 @@ from .pareto_asha import ParetoASHA, WarmUp
 from .trial_choice import FIFO, LiveChoice
 
 
-class RecordingASHA(LiveChoice, WarmUp, ASHAScheduler):
+class OneBracketASHA(ASHAScheduler):
+    """Tune's ASHA, which draws each new trial's bracket with np.random.choice even when there is
+    only one (its default): 0.1 ms a trial (benchmarks/scale.py). With one, the trial just gets it."""
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if len(self._brackets) == 1 and self._metric and self._metric_op:
+            self._trial_info[trial.trial_id] = self._brackets[0]
+        else:  # several brackets, or Tune's error for a missing metric
+            super().on_trial_add(tune_controller, trial)
+
+
+class RecordingASHA(LiveChoice, WarmUp, OneBracketASHA):
     """ASHA on `joint_score` that records, per trial, the rung where it stopped and why, with a
     warm-up (`warmup_trials`, see `WarmUp`)."""
 

@@ -235,6 +235,32 @@ def test_incremental_front_equals_from_scratch_after_every_step(steps) -> None:
         check_front(front, points)
 
 
+# A step moves a key's point by a step that is never worse in any objective (training that helps,
+# the common case: the front's quick path) or worse in some; None removes the key.
+MOVES = st.lists(
+    st.tuples(st.sampled_from("abcdefgh"), st.one_of(arrays(float, 3, elements=st.sampled_from([0.0, 0.0, 0.1, 0.25])),
+                                                     arrays(float, 3, elements=st.sampled_from([-0.25, 0.0, 0.1])), st.none())),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(MOVES)
+def test_incremental_front_equals_from_scratch_as_points_improve(moves) -> None:
+    front, points = ParetoFront(), {}
+    for key, step in moves:
+        if step is None:
+            front.discard(key)
+            points.pop(key, None)
+            continue
+        point = points.get(key, np.full(3, 0.9)) - step
+        kept = front.front  # the cached array: a later change must not reach it through an old reference
+        front.set(key, point)
+        points[key] = point
+        check_front(front, points)
+        assert not kept.flags.writeable
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_incremental_front_on_many_random_points_with_ties_and_duplicates(seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -254,7 +254,7 @@ def test_controller_hooks():
     s.on_trial_error(None, trial("a"))
     s.on_trial_remove(None, trial("a"))
     pending = SimpleNamespace(trial_id="p", status="PENDING")
-    controller = SimpleNamespace(get_trials=lambda: [SimpleNamespace(trial_id="r", status="RUNNING"), pending])
+    controller = SimpleNamespace(get_live_trials=lambda: [SimpleNamespace(trial_id="r", status="RUNNING"), pending])  # Tune gives a set
     assert s.choose_trial_to_run(controller) is pending
     text = s.debug_string()
     assert "ParetoASHA" in text and "epoch 1: 1 recorded" in text and "accuracy (max)" in text

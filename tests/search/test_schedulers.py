@@ -115,3 +115,20 @@ def test_the_next_trial_is_tunes_fifo_choice_made_without_reading_every_trial(ra
     assert len({ours.trial_id for ours, _, _ in picks if ours is not None}) >= 3  # it chose, and more than the first trials
     assert all(ours is tunes for ours, tunes, _ in picks)
     assert all(read == 0 for _, _, read in picks)  # never by reading every trial of the experiment
+
+
+def test_asha_gives_a_new_trial_its_one_bracket_without_a_draw_and_tunes_error_without_a_metric(monkeypatch):
+    import numpy as np
+    from ray.tune.experiment import Trial
+
+    draws = []
+    monkeypatch.setattr(np.random, "choice", lambda *a, **k: draws.append(a) or 0)
+    scheduler = build_scheduler("asha", EPOCHS, grace_period=1, reduction_factor=2)
+    trial = Trial("__fake", stub=True, trial_id="t1")
+    scheduler.on_trial_add(None, trial)
+    assert scheduler._trial_info["t1"] is scheduler._brackets[0] and len(scheduler._brackets) == 1 and draws == []
+    several = RecordingASHA(time_attr="epoch", metric="joint_score", mode="max", max_t=EPOCHS, brackets=2)
+    several.on_trial_add(None, trial)
+    assert len(draws) == 1 and several._trial_info["t1"] is several._brackets[0]  # Tune's draw, as before
+    with pytest.raises(ValueError, match="metric"):
+        RecordingASHA(time_attr="epoch", max_t=EPOCHS).on_trial_add(None, trial)
