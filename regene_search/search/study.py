@@ -78,9 +78,14 @@ class DriverStorage(JournalStorage):
 
     _waiting: dict[int, int] | None = None  # WAITING trial id -> its study id; None: not built since the replay
 
+    def __init__(self, backend: DriverJournal) -> None:
+        super().__init__(backend)
+        _DRIVERS[backend._file_path] = self
+
     def __setstate__(self, state: dict[Any, Any]) -> None:  # unpickled: the replay starts again
         super().__setstate__(state)
         self._waiting = None
+        _DRIVERS[self._backend._file_path] = self
 
     def _waiting_index(self) -> dict[int, int]:
         if self._waiting is None:
@@ -189,6 +194,7 @@ class DriverJournal(JournalFileBackend):
 
 _PLAIN = (str, int, float, bool, type(None))
 _WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
+_DRIVERS: weakref.WeakValueDictionary[str, DriverStorage] = weakref.WeakValueDictionary()  # journal file -> the driver's storage in this process
 
 
 def flush_journals() -> None:
@@ -232,32 +238,42 @@ def trial_numbers(paths: RunPaths) -> dict[str, int]:
 class TrialNumbers:
     """Tune trial id -> Optuna trial number for a reader that asks again and again (the live tables).
 
-    The journal stays open: Optuna's JournalStorage replays only the lines added since its last
+    In the search's driver it reads the driver's own study, in memory and ahead of the file (a
+    write of the live tables at 1,000 trials spent 0.1 s replaying the file's new lines). Elsewhere
+    the journal stays open: Optuna's JournalStorage replays only the lines added since its last
     read, where `optuna.load_study` replays the whole file (0.35 s at 1,000 trials). A trial's
-    number never changes, so the journal is read only when a trial id is new."""
+    number never changes, so the study is read only when a trial id is new."""
 
     def __init__(self, paths: RunPaths) -> None:
         self.paths = paths
         self.known: dict[str, int] = {}
         self._journal: JournalStorage | None = None
-        self._study_id: int | None = None
 
     def __call__(self, trial_ids: list[str]) -> dict[str, int]:
         """The numbers, read again only if one of `trial_ids` is not known yet."""
         return self.known if all(t in self.known for t in trial_ids) else self.read()
 
     def read(self) -> dict[str, int]:
-        if self._study_id is None:
-            if not journal_path(self.paths).exists():
-                return self.known
-            self._journal = self._journal or storage(self.paths)
-            try:
-                self._study_id = self._journal.get_study_id_from_name(study_name(self.paths))
-            except KeyError:  # no trial suggested yet
-                return self.known
-        trials = self._journal.get_all_trials(self._study_id, deepcopy=False)
+        journal = self._study_storage()
+        if journal is None:
+            return self.known
+        try:
+            study_id = journal.get_study_id_from_name(study_name(self.paths))
+        except KeyError:  # no trial suggested yet
+            return self.known
+        trials = journal.get_all_trials(study_id, deepcopy=False)
         self.known.update({t.user_attrs[TRIAL_ID_ATTR]: t.number for t in trials if TRIAL_ID_ATTR in t.user_attrs})
         return self.known
+
+    def _study_storage(self) -> JournalStorage | None:
+        """The driver's storage when the driver is this process, else the file's (None before it exists)."""
+        path = journal_path(self.paths)
+        driver = _DRIVERS.get(str(path))
+        if driver is not None:
+            return driver
+        if self._journal is None and path.exists():
+            self._journal = storage(self.paths)
+        return self._journal
 
 
 def fail_orphans(paths: RunPaths, trial_ids: set[str]) -> int:

@@ -3,11 +3,14 @@ continues it, and `load_study` / `trial_numbers` read it back."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import pickle
 import shutil
 import subprocess
 import time
+import weakref
 
 import optuna
 import pytest
@@ -111,8 +114,6 @@ def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_a
 
 
 def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_save(tmp_path, monkeypatch):
-    import pickle
-
     monkeypatch.setattr(study_module, "FLUSH_SECONDS", 3600.0)
     appends = _count_appends(monkeypatch)
     paths = run_folder(tmp_path, "held")
@@ -121,7 +122,9 @@ def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_sa
     appends.clear()
     _searcher_calls(searcher)
     assert appends == [] and _file_lines(paths) == []  # six calls, nothing written yet
-    assert trial_numbers(paths) == {"t_0": 0, "t_1": 1, "t_2": 2}  # a reader in this process writes them first, in one append
+    assert trial_numbers(paths) == {"t_0": 0, "t_1": 1, "t_2": 2}  # the live tables read the driver's study in memory
+    assert appends == [] and _file_lines(paths) == []
+    assert len(load_study(paths.dir).trials) == 3  # a reader of the file in this process writes them first, in one append
     assert len(appends) == 1 and _file_lines(paths) == backend._lines
     searcher.suggest("t_3")
     assert len(_file_lines(paths)) < len(backend._lines)
@@ -137,8 +140,6 @@ def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_sa
 
 
 def test_the_drivers_storage_pops_waiting_trials_as_optunas_own_without_scanning_every_trial(tmp_path, monkeypatch):
-    import pickle
-
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -196,11 +197,12 @@ def test_no_study_yet_means_no_numbers(tmp_path):
         load_study(paths.dir)
 
 
-def test_the_live_reader_keeps_the_journal_open_and_reads_it_only_for_a_new_trial(tmp_path):
+def test_the_live_reader_keeps_the_journal_open_and_reads_it_only_for_a_new_trial(tmp_path, monkeypatch):
     paths = run_folder(tmp_path, "live")
     live = TrialNumbers(paths)
     assert live(["t_a"]) == {}  # no journal yet
     searcher = searcher_for(paths)
+    monkeypatch.setattr(study_module, "_DRIVERS", weakref.WeakValueDictionary())  # the driver is another process
     for k, trial_id in enumerate(["t_a", "t_b", "t_c"]):
         searcher.suggest(trial_id)
         searcher.on_trial_complete(trial_id, scores(0.9, 0.1, 0.2))
@@ -210,6 +212,24 @@ def test_the_live_reader_keeps_the_journal_open_and_reads_it_only_for_a_new_tria
     assert live(["t_a", "t_c"]) == {"t_a": 0, "t_b": 1, "t_c": 2}
     assert live._journal._replay_result.log_number_read == replayed  # every id asked for is known: not read
     assert live(["t_d"])["t_d"] == 3 and live._journal._replay_result.log_number_read > replayed
+
+
+def test_the_live_reader_in_the_drivers_process_reads_the_drivers_study_not_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "FLUSH_SECONDS", 3600.0)
+    paths = run_folder(tmp_path, "live-driver")
+    live = TrialNumbers(paths)
+    searcher = searcher_for(paths)
+    reads = []
+    monkeypatch.setattr(study_module.ReaderJournal, "read_logs", lambda self, n: reads.append(n) or iter(()))
+    for k, trial_id in enumerate(["t_a", "t_b", "t_c"]):
+        searcher.suggest(trial_id)
+        assert live([trial_id]) == {f"t_{c}": i for i, c in enumerate("abc"[: k + 1])}
+    assert reads == [] and _file_lines(paths) == [] and live._journal is None  # all from memory, nothing written
+    restored = pickle.loads(pickle.dumps(searcher))  # a resumed driver: its unpickled study is the one read
+    del searcher
+    gc.collect()
+    restored.suggest("t_d")
+    assert live(["t_d"])["t_d"] == 3 and reads == []
 
 
 def test_a_study_on_an_object_store_is_uploaded_and_read_back_elsewhere(s3_root, tmp_path, monkeypatch):
