@@ -348,16 +348,17 @@ def _dominated_by_any(point: np.ndarray, others: np.ndarray) -> bool:
     return bool(np.any(np.all(others <= point, axis=1) & np.any(others < point, axis=1)))
 
 
-def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None) -> np.ndarray:
+def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, ranks: np.ndarray | None = None) -> np.ndarray:
     """The value `promote` orders front trials by, lower first; NaN off the front.
 
     "knee" and "front": Euclidean distance to the ideal point; "weighted": weighted sum
     (`weights` in `OBJECTIVES` order, ignored otherwise); both on objectives min-max scaled over
-    the front (zero range -> 0).
+    the front (zero range -> 0). `ranks`: `non_dominated_ranks(F)` if the caller has them (the
+    sort is the costly part).
     """
     F = _as_matrix(F)
     scores = np.full(len(F), np.nan)
-    front = np.flatnonzero(non_dominated_ranks(F) == 0)
+    front = np.flatnonzero((non_dominated_ranks(F) if ranks is None else ranks) == 0)
     if method not in PROMOTION_METHODS:
         raise ValueError(f"unknown promotion method {method!r} (expected one of {', '.join(PROMOTION_METHODS)})")
     if len(front) == 0:
@@ -367,22 +368,22 @@ def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[f
     return scores
 
 
-def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1) -> list[int]:
+def promote(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, k: int = 1, ranks: np.ndarray | None = None) -> list[int]:
     """Row indices of the trials to promote, best first.
 
     "knee" and "weighted" promote `k`: front points ordered by `promotion_scores`; if `k` exceeds
     the front, the other successful trials follow by rank (asc), then crowding (desc). "front"
     promotes every front point, in knee order, whatever `k`. Ties go to the lower index. Failed
-    trials are never returned, so fewer than `k` may come back.
+    trials are never returned, so fewer than `k` may come back. `ranks`: as for `promotion_scores`.
     """
     F = _as_matrix(F)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    ranks = non_dominated_ranks(F)
+    ranks = non_dominated_ranks(F) if ranks is None else ranks
     front = np.flatnonzero(ranks == 0)
     if len(front) == 0:
         raise ValueError("no successful trial to promote")
-    score = promotion_scores(F, method, weights=weights)[front]
+    score = promotion_scores(F, method, weights=weights, ranks=ranks)[front]
     ordered = front[np.lexsort((front, score))].tolist()
     if method == "front":
         return ordered

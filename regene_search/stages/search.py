@@ -195,10 +195,10 @@ def pareto_rows(trials: list[dict], promotion: Promotion | None) -> tuple[list[d
     crowding = crowding_distance(F, ranks)
     valid = ~np.isnan(F).any(axis=1)
     method, weights = (promotion.method, promotion.weights) if promotion else ("knee", None)
-    promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k) if promotion and valid.any() else []
+    promoted_idx = promote(F, promotion.method, weights=promotion.weights, k=promotion.k, ranks=ranks) if promotion and valid.any() else []
     promoted = [trials[i]["trial_id"] for i in promoted_idx]
     order = {i: position for position, i in enumerate(promoted_idx, start=1)}
-    scores = promotion_scores(F, method, weights=weights)
+    scores = promotion_scores(F, method, weights=weights, ranks=ranks)
     rows = [
         {
             "trial_id": r["trial_id"],

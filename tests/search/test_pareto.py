@@ -14,6 +14,7 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.study._multi_objective import _fast_non_domination_rank
 
 from regene_search.search.pareto import (
+    PROMOTION_METHODS,
     REFERENCE_POINT,
     ParetoFront,
     RankedPoints,
@@ -375,6 +376,16 @@ def test_promotion_scores_are_what_promote_orders_by() -> None:
     weighted = promotion_scores(HAND_FRONT, "weighted", weights=(0.0, 1.0, 0.0))
     np.testing.assert_allclose(weighted[[0, 2, 3, 4]], [1.0, 0.4, 0.0, 0.2])
     assert np.isnan(promotion_scores(np.full((2, 3), np.nan))).all()
+
+
+@pytest.mark.parametrize("method", PROMOTION_METHODS)
+def test_promotion_with_the_callers_ranks_is_the_same_as_without(method: str) -> None:
+    rng = np.random.default_rng(7)
+    F = rng.random((200, 3))
+    F[rng.choice(200, 10, replace=False)] = np.nan
+    ranks = non_dominated_ranks(F)
+    np.testing.assert_array_equal(promotion_scores(F, method, weights=(1, 2, 3), ranks=ranks), promotion_scores(F, method, weights=(1, 2, 3)))
+    assert promote(F, method, weights=(1, 2, 3), k=30, ranks=ranks) == promote(F, method, weights=(1, 2, 3), k=30)
 
 
 def test_top_k_fills_with_rank_then_crowding() -> None:
