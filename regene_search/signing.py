@@ -90,11 +90,14 @@ def read_signatures(folder: Location) -> dict[str, list[str]]:
     return {name: [d for d in digests if isinstance(d, str)] for name, digests in files.items() if isinstance(digests, list)}
 
 
-def record(target: Location, files: dict[str, bytes], key: bytes, known: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Add the digests of `files` (name -> bytes) to `known` and write them all to `target`."""
-    updated = {name: list(digests) for name, digests in known.items()}
-    for name, data in files.items():
-        value = digest(key, name, data)
+def digests_of(key: bytes, files: dict[str, bytes]) -> dict[str, str]:
+    return {name: digest(key, name, data) for name, data in files.items()}
+
+
+def record(target: Location, digests: dict[str, str], known: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Add `digests` (file name -> its digest now) to `known` and write them all to `target`."""
+    updated = {name: list(history) for name, history in known.items()}
+    for name, value in digests.items():
         history = [d for d in updated.get(name, []) if d != value]
         updated[name] = (history + [value])[-VERSIONS_KEPT:]
     if updated != known:
@@ -148,7 +151,7 @@ def verify_folder(folder: Location) -> None:
 def sign_folder(folder: Location) -> None:
     """Sign every top-level file of `folder` as it is now (for files written outside Tune's saves: `tuner.pkl`)."""
     key = signing_key()
-    record(folder / SIGNATURES, {f.name: f.read_bytes() for f in top_level_files(folder)}, key, read_signatures(folder))
+    record(folder / SIGNATURES, digests_of(key, {f.name: f.read_bytes() for f in top_level_files(folder)}), read_signatures(folder))
 
 
 class SignTuneState(tune.Callback):
@@ -194,8 +197,9 @@ class SignTuneState(tune.Callback):
         if self.key is None:
             self.key, self.known = signing_key(), read_signatures(self.experiment)
         files = {p.name: p.read_bytes() for p in sorted(self.staging.iterdir()) if p.is_file() and is_tune_state(p.name)}
-        changed = {name: data for name, data in files.items() if not is_signed(self.key, self.known, name, data)}
-        self.known = record(self.experiment / SIGNATURES, files, self.key, self.known)
+        digests = digests_of(self.key, files)  # each file hashed once a save
+        changed = {name: data for name, data in files.items() if digests[name] not in self.known.get(name, ())}
+        self.known = record(self.experiment / SIGNATURES, digests, self.known)
         for name, data in changed.items():  # after the signatures: a copy is only ever put back once it verifies
             (self.experiment / SIGNED_COPIES / name).write_bytes(data)
         return None
