@@ -2,17 +2,79 @@
 
 from __future__ import annotations
 
+import bisect
+import math
+from typing import Any
+
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers.async_hyperband import _Bracket
 
 from ..config import SCHEDULERS, RunSpec
 from .pareto_asha import ParetoASHA, WarmUp
 from .trial_choice import FIFO, LiveChoice
 
 
-class OneBracketASHA(ASHAScheduler):
-    """Tune's ASHA, which draws each new trial's bracket with np.random.choice even when there is
-    only one (its default): 0.1 ms a trial (benchmarks/scale.py). With one, the trial just gets it."""
+class RungRecords(dict):
+    """A rung's records, trial id -> reward, that keep their non-NaN rewards sorted as they arrive,
+    so a percentile of them is read, not computed: Tune's ASHA took `np.nanpercentile` over the
+    whole rung at each decision, which grew as n^2 over a search (benchmarks/scale.py)."""
+
+    def __init__(self, records: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.sorted: list[float] = []
+        for key, value in (records or {}).items():
+            self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self and not _is_nan(self[key]):
+            del self.sorted[bisect.bisect_left(self.sorted, self[key])]
+        super().__setitem__(key, value)
+        if not _is_nan(value):
+            bisect.insort(self.sorted, value)
+
+    def __reduce__(self) -> tuple:  # pickled with the scheduler when Tune saves its state: rebuilt from the records
+        return type(self), (dict(self),)
+
+    def percentile(self, q: float) -> float:
+        """`np.nanpercentile(list(self.values()), q)`, to the last bit (its default, linear method)."""
+        values = self.sorted
+        if not values:
+            return math.nan
+        index = (len(values) - 1) * (q / 100)  # numpy's virtual index for the linear method
+        if index >= len(values) - 1:
+            return values[-1]
+        low = math.floor(index)
+        a, b, gamma = values[low], values[low + 1], index - low
+        return b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma  # numpy's _lerp
+
+
+def _is_nan(value: Any) -> bool:
+    return value != value
+
+
+class SortedBracket(_Bracket):
+    """Tune's ASHA bracket whose rungs are `RungRecords`: the same cutoffs, read from sorted rewards."""
+
+    @classmethod
+    def of(cls, bracket: _Bracket) -> SortedBracket:
+        sorted_bracket = cls.__new__(cls)
+        sorted_bracket.__dict__.update(bracket.__dict__)
+        sorted_bracket._rungs = [(milestone, RungRecords(records)) for milestone, records in bracket._rungs]
+        return sorted_bracket
+
+    def cutoff(self, recorded: RungRecords) -> float | None:
+        return recorded.percentile((1 - 1 / self.rf) * 100) if recorded else None
+
+
+class LeanASHA(ASHAScheduler):
+    """Tune's ASHA, making the same decisions without two costs of its own: each rung keeps its
+    rewards sorted (`SortedBracket`), and with one bracket (its default) a new trial just gets it,
+    where Tune draws it with np.random.choice (0.1 ms a trial)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._brackets = [SortedBracket.of(bracket) for bracket in self._brackets]
 
     def on_trial_add(self, tune_controller, trial) -> None:
         if len(self._brackets) == 1 and self._metric and self._metric_op:
@@ -21,7 +83,7 @@ class OneBracketASHA(ASHAScheduler):
             super().on_trial_add(tune_controller, trial)
 
 
-class RecordingASHA(LiveChoice, WarmUp, OneBracketASHA):
+class RecordingASHA(LiveChoice, WarmUp, LeanASHA):
     """ASHA on `joint_score` that records, per trial, the rung where it stopped and why, with a
     warm-up (`warmup_trials`, see `WarmUp`)."""
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import pickle
+import warnings
+
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ray import tune
 
 from regene_search.config import SCHEDULERS, RunSpec
 from regene_search.search.epsnet_asha import EpsNetParetoASHA
 from regene_search.search.pareto_asha import ParetoASHA
-from regene_search.search.schedulers import RecordingASHA, StopReasonCallback, build_scheduler, make_scheduler
+from regene_search.search.schedulers import LeanASHA, RecordingASHA, RungRecords, StopReasonCallback, build_scheduler, make_scheduler
 from regene_search.search.trial_choice import FIFO
 
 EPOCHS = 4
@@ -132,3 +139,51 @@ def test_asha_gives_a_new_trial_its_one_bracket_without_a_draw_and_tunes_error_w
     assert len(draws) == 1 and several._trial_info["t1"] is several._brackets[0]  # Tune's draw, as before
     with pytest.raises(ValueError, match="metric"):
         RecordingASHA(time_attr="epoch", max_t=EPOCHS).on_trial_add(None, trial)
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes=st.lists(st.tuples(st.integers(0, 30), st.one_of(st.floats(-1, 1), st.sampled_from([0.0, 0.5, math.nan]))), max_size=80),
+       rf=st.sampled_from([2, 3, 4, 10]))
+def test_a_rungs_sorted_records_give_numpys_percentile_to_the_bit(writes, rf):
+    records = RungRecords()
+    for key, value in writes:  # a key written again (Tune never does) replaces its value
+        records[f"t{key}"] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "all-NaN slice"
+            expected = np.nanpercentile(list(records.values()), (1 - 1 / rf) * 100)
+        assert records.percentile((1 - 1 / rf) * 100) == expected or (math.isnan(expected) and math.isnan(records.percentile((1 - 1 / rf) * 100)))
+    assert records.sorted == sorted(v for v in records.values() if not math.isnan(v))
+
+
+@pytest.mark.parametrize("grace, rf", [(1, 2), (1, 3), (2, 10)])
+def test_lean_asha_decides_as_tunes_asha_and_survives_a_save(grace, rf):
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler
+
+    rng = np.random.default_rng(grace * 10 + rf)
+    kwargs = {"time_attr": "epoch", "metric": "joint_score", "mode": "max", "max_t": 16, "grace_period": grace, "reduction_factor": rf}
+    tunes, lean = ASHAScheduler(**kwargs), LeanASHA(**kwargs)
+    running: dict[str, int] = {}
+    decisions = []
+    for step in range(3000):
+        if len(running) < 8:
+            trial_id = f"t{step}"
+            running[trial_id] = 0
+            for scheduler in (tunes, lean):
+                scheduler.on_trial_add(None, Trial("__fake", stub=True, trial_id=trial_id))
+        trial_id = list(running)[int(rng.integers(len(running)))]
+        running[trial_id] += 1
+        score = float(rng.choice([rng.random(), round(rng.random(), 1)]))  # ties too
+        result = {"epoch": running[trial_id], "joint_score": score}
+        trial = Trial("__fake", stub=True, trial_id=trial_id)
+        pair = (tunes.on_trial_result(None, trial, dict(result)), lean.on_trial_result(None, trial, dict(result)))
+        decisions.append(pair)
+        if pair[0] == "STOP" or running[trial_id] == 16:
+            del running[trial_id]
+            for scheduler in (tunes, lean):
+                scheduler.on_trial_complete(None, trial, result)
+        if step == 1500:  # Tune saving its state and a resume: the sorted records come back with it
+            lean = pickle.loads(pickle.dumps(lean))
+            tunes = pickle.loads(pickle.dumps(tunes))
+    assert all(ours == theirs for theirs, ours in decisions)
+    assert 0.2 < sum(theirs == "STOP" for theirs, _ in decisions) / len(decisions) < 0.9  # the rungs did stop trials
