@@ -115,7 +115,11 @@ def top_level_files(folder: Location) -> list[Location]:
 
 
 def is_signed(key: bytes, signed: dict[str, list[str]], name: str, data: bytes) -> bool:
-    return digest(key, name, data) in signed.get(name, ())
+    return is_recorded(signed, name, digest(key, name, data))
+
+
+def is_recorded(signed: dict[str, list[str]], name: str, value: str) -> bool:
+    return value in signed.get(name, ())
 
 
 def repair_from_signed_copies(folder: Location) -> list[str]:
@@ -198,7 +202,7 @@ class SignTuneState(tune.Callback):
             self.key, self.known = signing_key(), read_signatures(self.experiment)
         files = {p.name: p.read_bytes() for p in sorted(self.staging.iterdir()) if p.is_file() and is_tune_state(p.name)}
         digests = digests_of(self.key, files)  # each file hashed once a save
-        changed = {name: data for name, data in files.items() if digests[name] not in self.known.get(name, ())}
+        changed = {name: data for name, data in files.items() if not is_recorded(self.known, name, digests[name])}
         self.known = record(self.experiment / SIGNATURES, digests, self.known)
         for name, data in changed.items():  # after the signatures: a copy is only ever put back once it verifies
             (self.experiment / SIGNED_COPIES / name).write_bytes(data)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -20,17 +19,18 @@ class RungRecords(dict):
     so a percentile of them is read, not computed: Tune's ASHA took `np.nanpercentile` over the
     whole rung at each decision, which grew as n^2 over a search (benchmarks/scale.py)."""
 
-    def __init__(self, records: dict[str, Any] | None = None) -> None:
+    def __init__(self, records: dict[str, float] | None = None) -> None:
         super().__init__()
         self.sorted: list[float] = []
         for key, value in (records or {}).items():
             self[key] = value
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in self and not _is_nan(self[key]):
-            del self.sorted[bisect.bisect_left(self.sorted, self[key])]
+    def __setitem__(self, key: str, value: float) -> None:
+        old = self.get(key, math.nan)
+        if not math.isnan(old):
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
         super().__setitem__(key, value)
-        if not _is_nan(value):
+        if not math.isnan(value):
             bisect.insort(self.sorted, value)
 
     def __reduce__(self) -> tuple:  # pickled with the scheduler when Tune saves its state: rebuilt from the records
@@ -47,10 +47,6 @@ class RungRecords(dict):
         low = math.floor(index)
         a, b, gamma = values[low], values[low + 1], index - low
         return b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma  # numpy's _lerp
-
-
-def _is_nan(value: Any) -> bool:
-    return value != value
 
 
 class SortedBracket(_Bracket):

@@ -125,7 +125,6 @@ def test_the_next_trial_is_tunes_fifo_choice_made_without_reading_every_trial(ra
 
 
 def test_asha_gives_a_new_trial_its_one_bracket_without_a_draw_and_tunes_error_without_a_metric(monkeypatch):
-    import numpy as np
     from ray.tune.experiment import Trial
 
     draws = []
