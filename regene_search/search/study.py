@@ -153,9 +153,7 @@ class DriverJournal(JournalFileBackend):
         return iter(self._lines[log_number_from:])
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        # Kept as the file gives them back: a line of plain values is that already (a suggested
-        # parameter, most of them); one that holds a list, a dict or an enum goes through JSON.
-        self._lines.extend(log if all(type(v) in _PLAIN for v in log.values()) else json.loads(json.dumps(log)) for log in logs)
+        self._lines.extend(map(_as_read_back, logs))
         if not self._held:
             self._held_since = time.monotonic()
         self._held.extend(logs)
@@ -193,6 +191,21 @@ class DriverJournal(JournalFileBackend):
 
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+def _as_read_back(log: dict[str, Any]) -> dict[str, Any]:
+    """A line as the file gives it back. Every line's `op_code` is an IntEnum and a suggested
+    parameter (most lines) may be a numpy float: those become the int or float JSON would make
+    of them, without JSON; only a list or a dict (a study's directions, a trial's values) goes through it."""
+    return {key: value if type(value) in _PLAIN else _json_value(value) for key, value in log.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, int):  # JournalOperation, TrialState, StudyDirection
+        return int(value)
+    if isinstance(value, float):  # numpy.float64: JSON writes its repr, which reads back as this float
+        return float(value)
+    return json.loads(json.dumps(value))
 _WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
 _DRIVERS: weakref.WeakValueDictionary[str, DriverStorage] = weakref.WeakValueDictionary()  # journal file -> the driver's storage in this process
 

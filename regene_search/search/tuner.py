@@ -16,6 +16,7 @@ import optuna
 import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
+from optuna._transform import _SearchSpaceTransform  # what Optuna's RandomSampler draws through
 from optuna.storages import BaseStorage
 
 from ..config import SAMPLERS, Budget, TrialConfig
@@ -123,13 +124,37 @@ def random_draws(name: str, *, trials: int, startup_trials: int | None = None) -
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
+class RandomSampler(optuna.samplers.RandomSampler):
+    """Optuna's random sampler, drawing the same values from the same seed, that keeps each
+    parameter's search-space transform instead of building it anew at every draw: a third of its
+    cost per suggestion (benchmarks/scale.py). Tune's searcher passes the same distribution objects
+    at every suggestion; a different one (a changed space) gets its own transform."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self._transforms: dict[str, tuple[Any, _SearchSpaceTransform]] = {}  # parameter -> (its distribution, transform)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        kept = self._transforms.get(param_name)
+        if kept is None or kept[0] is not param_distribution:
+            kept = self._transforms[param_name] = (param_distribution, _SearchSpaceTransform({param_name: param_distribution}))
+        transform = kept[1]
+        return transform.untransform(self._rng.rng.uniform(transform.bounds[:, 0], transform.bounds[:, 1]))[param_name]
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles the searcher; the transforms are rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "_transforms"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _transforms={})
+
+
 def make_sampler(name: str, *, seed: int, trials: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
     draws = random_draws(name, trials=trials, startup_trials=startup_trials)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=draws)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=draws)
-    return optuna.samplers.RandomSampler(seed=seed)
+    return RandomSampler(seed=seed)
 
 
 def make_searcher(settings: SearchSettings, study: tuple[str, BaseStorage] | None = None) -> ConcurrencyLimiter:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 import weakref
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -21,7 +22,8 @@ from regene_search.search import study as study_module
 from regene_search.search.pareto import OBJECTIVES
 from regene_search.search.space import default_space_path, load_space
 from regene_search.search.study import (
-    STUDY_FILE, DriverJournal, DriverStorage, SearchStudy, TrialNumbers, check_same_folder, load_study, storage, study_name, sync, trial_numbers,
+    STUDY_FILE, DriverJournal, DriverStorage, SearchStudy, TrialNumbers, check_same_folder, flush_journals, load_study, storage, study_name, sync,
+    trial_numbers,
 )
 from regene_search.search.tuner import DIVERGED_METRICS, SearchSettings, make_searcher
 
@@ -111,6 +113,24 @@ def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_a
     assert len(calls) == 6 and sum(calls) > 6  # one locked, fsynced write per call, where Optuna makes one per line
     plain, driver = (sorted(studies[w].trials, key=lambda t: t.number) for w in (False, True))
     assert [(t.params, t.values, t.state, t.user_attrs) for t in plain] == [(t.params, t.values, t.state, t.user_attrs) for t in driver]
+
+
+def test_the_drivers_journal_keeps_each_line_as_the_file_gives_it_back_and_sends_only_lists_and_dicts_through_json(tmp_path, monkeypatch):
+    counted = SimpleNamespace(dumps=lambda value: (round_trips.append(value), json.dumps(value))[1], loads=json.loads)
+    round_trips: list = []
+    monkeypatch.setattr(study_module, "json", counted)
+    paths = run_folder(tmp_path, "read-back")
+    searcher = searcher_for(paths)
+    _searcher_calls(searcher)
+    flush_journals()
+    kept = searcher.searcher._storage._backend._lines
+
+    def typed(lines):
+        return [{key: (value, type(value)) for key, value in line.items()} for line in lines]
+
+    assert typed(kept) == typed(_file_lines(paths))  # an IntEnum or a numpy float kept would differ in type
+    assert len(kept) > 30
+    assert len(round_trips) == sum(any(isinstance(v, (list, dict)) for v in line.values()) for line in kept)
 
 
 def test_the_drivers_journal_holds_its_lines_until_due_a_reader_here_or_tunes_save(tmp_path, monkeypatch):
