@@ -28,11 +28,13 @@ REFERENCE_POINT = (1.0, 1.0, 1.0)
 PROMOTION_METHODS = ("knee", "weighted", "front")
 
 
+_FLIP = np.array([mode == "max" for mode in MODES])
+
+
 def to_minimisation(points: np.ndarray) -> np.ndarray:
     """(n, 3) objective values in `OBJECTIVES` order -> minimisation form (maximised x -> 1 - x)."""
     points = _as_matrix(points, d=len(OBJECTIVES))
-    flip = np.array([mode == "max" for mode in MODES])
-    return np.where(flip, 1.0 - points, points)
+    return np.where(_FLIP, 1.0 - points, points)
 
 
 def non_dominated_ranks(F: np.ndarray) -> np.ndarray:
@@ -226,7 +228,8 @@ class ParetoFront:
         if point.shape != self.reference.shape:
             raise ValueError(f"expected a point of {len(self.reference)} objectives, got shape {point.shape}")
         old = self._front.get(key)
-        if old is not None and np.all(point <= old):
+        improved = old is not None and bool((point <= old).all())
+        if improved:
             # A front point moved to one at least as good (a trial's next epoch, often): all it
             # dominated, the new one dominates, and no other front point dominates it. Nothing
             # leaves the rest for the front, so the rest is not looked at (discard would).
@@ -236,12 +239,12 @@ class ParetoFront:
             if np.isnan(point).any():
                 return
             self._points[key] = point
-            front = self.front
-            if len(front) and _dominated_by_any(point, front):
-                return
-        front = self.front  # compared at once: a loop over the front cost most of a report (benchmarks/scale.py)
-        beats = np.all(point <= front, axis=1) & np.any(point < front, axis=1)
-        beaten = [k for k in map(self._front_array_keys.__getitem__, np.flatnonzero(beats)) if k != key]
+        front = self.front  # compared at once, in one pass: a loop over the front cost most of a report (benchmarks/scale.py)
+        sign = np.sign(front - point)  # > 0 where the point is better than a front point, < 0 where worse
+        better, worse = (sign > 0).any(axis=1), (sign < 0).any(axis=1)
+        if not improved and (worse & ~better).any():  # a front point dominates it
+            return
+        beaten = [k for k in map(self._front_array_keys.__getitem__, np.flatnonzero(better & ~worse)) if k != key]
         for k in beaten:
             del self._front[k]
         self._front[key] = point
@@ -260,8 +263,9 @@ class ParetoFront:
         rest = np.array([self._points[k] for k in others])
         freed = np.flatnonzero(np.all(point <= rest, axis=1) & np.any(point < rest, axis=1))
         front = self.front
-        if len(front):  # still dominated by a remaining front point: stays off
-            freed = freed[[not _dominated_by_any(rest[i], front) for i in freed]]
+        if len(front) and len(freed):  # still dominated by a remaining front point: stays off
+            R, F = rest[freed][:, None, :], front[None, :, :]
+            freed = freed[~(np.all(F <= R, axis=2) & np.any(F < R, axis=2)).any(axis=1)]
         if len(freed):  # of those, the ones no other freed point dominates join the front
             joining = freed[non_dominated_ranks(rest[freed]) == 0]
             self._front.update((others[i], rest[i]) for i in joining)
@@ -342,10 +346,6 @@ class RankedPoints:
         no_worse = np.all(movers[:, None, :] <= M[None, :, :], axis=2)
         better = np.any(movers[:, None, :] < M[None, :, :], axis=2)
         return (no_worse & better).any(axis=0)
-
-
-def _dominated_by_any(point: np.ndarray, others: np.ndarray) -> bool:
-    return bool(np.any(np.all(others <= point, axis=1) & np.any(others < point, axis=1)))
 
 
 def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, ranks: np.ndarray | None = None) -> np.ndarray:
