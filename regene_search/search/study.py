@@ -206,6 +206,8 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float):  # numpy.float64: JSON writes its repr, which reads back as this float
         return float(value)
     return json.loads(json.dumps(value))
+
+
 _WRITERS: weakref.WeakSet[DriverJournal] = weakref.WeakSet()
 _DRIVERS: weakref.WeakValueDictionary[str, DriverStorage] = weakref.WeakValueDictionary()  # journal file -> the driver's storage in this process
 
