@@ -264,8 +264,7 @@ class ParetoFront:
         freed = np.flatnonzero(np.all(point <= rest, axis=1) & np.any(point < rest, axis=1))
         front = self.front
         if len(front) and len(freed):  # still dominated by a remaining front point: stays off
-            R, F = rest[freed][:, None, :], front[None, :, :]
-            freed = freed[~(np.all(F <= R, axis=2) & np.any(F < R, axis=2)).any(axis=1)]
+            freed = freed[~_dominated_by_any(rest[freed], front)]
         if len(freed):  # of those, the ones no other freed point dominates join the front
             joining = freed[non_dominated_ranks(rest[freed]) == 0]
             self._front.update((others[i], rest[i]) for i in joining)
@@ -342,10 +341,14 @@ class RankedPoints:
         """For each member: does any of `movers` (k, d) dominate it?"""
         if not members:
             return np.zeros(0, dtype=bool)
-        M = self._points[members]
-        no_worse = np.all(movers[:, None, :] <= M[None, :, :], axis=2)
-        better = np.any(movers[:, None, :] < M[None, :, :], axis=2)
-        return (no_worse & better).any(axis=0)
+        return _dominated_by_any(self._points[members], movers)
+
+
+def _dominated_by_any(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each of `points` (n, d): does any of `others` (k, d) dominate it?"""
+    no_worse = np.all(others[:, None, :] <= points[None, :, :], axis=2)
+    better = np.any(others[:, None, :] < points[None, :, :], axis=2)
+    return (no_worse & better).any(axis=0)
 
 
 def promotion_scores(F: np.ndarray, method: str = "knee", *, weights: Sequence[float] | None = None, ranks: np.ndarray | None = None) -> np.ndarray:

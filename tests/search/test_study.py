@@ -116,8 +116,8 @@ def test_the_drivers_journal_writes_each_searcher_call_once_and_the_same_study_a
 
 
 def test_the_drivers_journal_keeps_each_line_as_the_file_gives_it_back_and_sends_only_lists_and_dicts_through_json(tmp_path, monkeypatch):
-    counted = SimpleNamespace(dumps=lambda value: (round_trips.append(value), json.dumps(value))[1], loads=json.loads)
     round_trips: list = []
+    counted = SimpleNamespace(dumps=lambda value: (round_trips.append(value), json.dumps(value))[1], loads=json.loads)
     monkeypatch.setattr(study_module, "json", counted)
     paths = run_folder(tmp_path, "read-back")
     searcher = searcher_for(paths)
